@@ -1,0 +1,197 @@
+"""The one forward pass: batched, float64, written once against a small arithmetic interface.
+
+``forward`` implements the equations in :mod:`constructions.spec` with whole-tensor operations
+(no loop over positions). It never calls numpy directly on activations: it asks an ``ops``
+object to do the arithmetic. :class:`NumpyOps` is plain float64; the certificates in
+``verify.certificates.interval`` pass interval arithmetic through the same code, so the
+certified model and the executed model cannot drift apart (LSRL's numeric/symbolic switch).
+
+Softmax is the log-sum-exp form  softmax(s)_j = exp(s_j - max_r s_r) / sum_r exp(s_r - max_r s_r),
+with masked entries set to -inf before the max.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from constructions.errors import PromptproofError
+from constructions.spec import TransformerSpec
+
+Tensor = Any  # an np.ndarray for NumpyOps, an interval box for interval ops
+
+
+class Ops(Protocol):
+    """The arithmetic the forward pass needs. Tensors must support .shape, .reshape, .transpose."""
+
+    def linear(self, x: Tensor, W: np.ndarray, b: np.ndarray) -> Tensor:
+        """x @ W + b with exact (float) weights W (d_in, d_out) and b (d_out,)."""
+
+    def matmul(self, a: Tensor, b: Tensor) -> Tensor:
+        """a @ b for two activations (batched over leading axes)."""
+
+    def scale(self, x: Tensor, factor: float) -> Tensor:
+        """factor * x for a positive float."""
+
+    def softmax(self, scores: Tensor, mask: np.ndarray) -> Tensor:
+        """Row softmax over the last axis; ``mask`` (n, n) is True where attention is allowed."""
+
+    def relu(self, x: Tensor) -> Tensor: ...
+
+    def add(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+
+class NumpyOps:
+    """Plain float64 arithmetic."""
+
+    def linear(self, x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # one 2-D BLAS call: numpy's stacked matmul loops over the leading axes
+        flat = np.ascontiguousarray(x).reshape(-1, x.shape[-1]) @ W
+        return (flat + b).reshape(*x.shape[:-1], W.shape[1])
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a @ b
+
+    def scale(self, x: np.ndarray, factor: float) -> np.ndarray:
+        return x * factor
+
+    def softmax(self, scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        masked = np.where(mask, scores, -np.inf)
+        shifted = masked - masked.max(axis=-1, keepdims=True)
+        weights = np.exp(shifted)
+        return weights / weights.sum(axis=-1, keepdims=True)
+
+    def relu(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0.0)
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return x + y
+
+
+NUMPY = NumpyOps()
+
+
+def attention_mask(spec: TransformerSpec, n: int) -> np.ndarray:
+    """(n, n) boolean: True where query i may attend to key j (j <= i when causal)."""
+    if spec.causal:
+        return np.tril(np.ones((n, n), dtype=bool))
+    return np.ones((n, n), dtype=bool)
+
+
+def embed(
+    spec: TransformerSpec,
+    tokens: np.ndarray,
+    virtual_tokens: np.ndarray | None = None,
+    virtual_positions: tuple[int, ...] = (),
+) -> np.ndarray:
+    """x^0 = W_E[tokens] + W_pos[:n], with virtual tokens replacing W_E[.] at chosen positions.
+
+    tokens: (B, n) ints (entries at virtual positions are ignored);
+    virtual_tokens: (B, len(virtual_positions), d) -> returns (B, n, d).
+    A virtual token is a vector of the residual stream: it takes the place of a token embedding
+    and receives the positional embedding like any token (soft prompting, Lester et al. 2021).
+    """
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 2:
+        raise PromptproofError(f"tokens: expected shape (batch, n), got {tokens.shape}")
+    batch, n = tokens.shape
+    if n > spec.n_ctx:
+        raise PromptproofError(f"sequence of length {n} exceeds the context size {spec.n_ctx}")
+    real = np.ones(n, dtype=bool)
+    real[list(virtual_positions)] = False
+    ids = tokens[:, real]
+    if ids.size and (ids.min() < 0 or ids.max() >= spec.vocab_size):
+        raise PromptproofError(f"token id outside [0, {spec.vocab_size})")
+    x = np.empty((batch, n, spec.d_model))  # (B, n, d)
+    x[:, real] = spec.W_E[ids]
+    if virtual_positions:
+        virtual = np.asarray(virtual_tokens, dtype=np.float64)
+        expected = (batch, len(virtual_positions), spec.d_model)
+        if virtual.shape != expected:
+            raise PromptproofError(f"virtual tokens: expected shape {expected}, got {virtual.shape}")
+        if not np.all(np.isfinite(virtual)):
+            raise PromptproofError("virtual tokens contain non-finite values")
+        x[:, list(virtual_positions)] = virtual
+    return x + spec.W_pos[:n]
+
+
+def forward(
+    spec: TransformerSpec,
+    x: Tensor,
+    ops: Ops = NUMPY,
+    cache: dict[str, Tensor] | None = None,
+) -> Tensor:
+    """Residual stream after the last block. x: (B, n, d) -> (B, n, d).
+
+    If ``cache`` is a dict it receives, per block l, 'blocks.l.attn.pattern' (B, H, n, n) and
+    'blocks.l.resid_mid' / 'blocks.l.resid_post' (B, n, d) (TransformerLens-style names).
+    """
+    batch, n, d = x.shape
+    mask = attention_mask(spec, n)
+    for index, block in enumerate(spec.blocks):
+        attn = block.attention
+        heads = attn.n_heads
+        if heads:
+            d_head, d_v = attn.W_Q.shape[2], attn.W_V.shape[2]
+
+            def project(W: np.ndarray, b: np.ndarray, width: int) -> Tensor:
+                # (B, n, d) @ (d, H*width) -> (B, n, H, width) -> (B, H, n, width)
+                flat = ops.linear(x, W.transpose(1, 0, 2).reshape(d, heads * width), b.reshape(-1))
+                return flat.reshape(batch, n, heads, width).transpose(0, 2, 1, 3)
+
+            q = project(attn.W_Q, attn.b_Q, d_head)  # (B, H, n, d_head)
+            k = project(attn.W_K, attn.b_K, d_head)  # (B, H, n, d_head)
+            v = project(attn.W_V, attn.b_V, d_v)  # (B, H, n, d_v)
+            scores = ops.scale(ops.matmul(q, k.transpose(0, 1, 3, 2)), spec.attention_scale)
+            pattern = ops.softmax(scores, mask)  # (B, H, n, n), rows sum to 1
+            mixed = ops.matmul(pattern, v)  # (B, H, n, d_v)
+            # sum_h mixed_h @ W_O[h]  ==  (B, n, H*d_v) @ (H*d_v, d)
+            mixed = mixed.transpose(0, 2, 1, 3).reshape(batch, n, heads * d_v)
+            x = ops.add(x, ops.linear(mixed, attn.W_O.reshape(heads * d_v, d), attn.b_O))
+            if cache is not None:
+                cache[f"blocks.{index}.attn.pattern"] = pattern
+        if cache is not None:
+            cache[f"blocks.{index}.resid_mid"] = x
+        if block.mlp is not None:
+            mlp = block.mlp
+            hidden = ops.relu(ops.linear(x, mlp.W_in, mlp.b_in))  # (B, n, d_mlp)
+            x = ops.add(x, ops.linear(hidden, mlp.W_out, mlp.b_out))
+        if cache is not None:
+            cache[f"blocks.{index}.resid_post"] = x
+    return x
+
+
+def logits(spec: TransformerSpec, resid: Tensor, ops: Ops = NUMPY) -> Tensor:
+    """logits = resid W_U + b_U.  (B, n, d) -> (B, n, V)."""
+    return ops.linear(resid, spec.W_U, spec.b_U)
+
+
+def next_token_predictions(spec: TransformerSpec, x: np.ndarray) -> np.ndarray:
+    """Greedy prediction at every position of an input (teacher forcing). (B, n, d) -> (B, n)."""
+    return np.argmax(logits(spec, forward(spec, x)), axis=-1)
+
+
+def generate(
+    spec: TransformerSpec,
+    prompt_tokens: np.ndarray,
+    steps: int,
+    virtual_tokens: np.ndarray | None = None,
+    virtual_positions: tuple[int, ...] = (),
+) -> np.ndarray:
+    """Greedy decoding: append argmax of the last position's logits ``steps`` times.
+
+    prompt_tokens: (B, n0) -> generated tokens (B, steps). The whole sequence is recomputed at
+    each step (no key/value cache), exactly as the authors' notebook does.
+    """
+    tokens = np.asarray(prompt_tokens, dtype=np.int64)
+    if tokens.shape[1] + steps - 1 > spec.n_ctx:
+        raise PromptproofError(
+            f"prompt of length {tokens.shape[1]} plus {steps} steps exceeds the context size {spec.n_ctx}"
+        )
+    out = np.empty((tokens.shape[0], steps), dtype=np.int64)
+    for step in range(steps):
+        x = embed(spec, tokens, virtual_tokens, virtual_positions)
+        out[:, step] = np.argmax(logits(spec, forward(spec, x))[:, -1], axis=-1)
+        tokens = np.concatenate([tokens, out[:, step : step + 1]], axis=1)
+    return out
