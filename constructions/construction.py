@@ -98,6 +98,8 @@ class Construction(ABC):
 
     def all_user_inputs(self) -> np.ndarray:
         """Every possible user input, (V ** n_user, n_user)."""
+        if self.n_user_tokens == 0:
+            return np.zeros((1, 0), dtype=np.int64)
         grids = np.meshgrid(*[np.arange(self.vocab.size)] * self.n_user_tokens, indexing="ij")
         return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
 

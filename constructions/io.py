@@ -1,0 +1,166 @@
+"""Export and import of constructions: ``model.safetensors`` + ``config.json`` (+ virtual tokens).
+
+Layout of an export directory:
+    model.safetensors           every weight, float64, TransformerLens-style names and shapes
+    config.json                 architecture, vocabulary, construction parameters, residual
+                                subspaces, and how virtual tokens are fed
+    virtual_tokens.safetensors  (optional) {"virtual_tokens": (n_virtual, d_model)} for the task
+                                recorded in config.json
+
+Writing is all-or-nothing: files go to a temporary directory beside the target, then are moved
+in. Same arguments -> byte-identical files (sorted JSON keys, safetensors' deterministic header).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from constructions.construction import Construction
+from constructions.errors import ExportError, PromptproofError
+from constructions.spec import TransformerSpec
+
+FORMAT = "promptproof-construction"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+VIRTUAL_FILE = "virtual_tokens.safetensors"
+
+
+def architecture(spec: TransformerSpec) -> dict[str, Any]:
+    return {
+        "kind": "decoder-only transformer, residual stream, no LayerNorm",
+        "weight_conventions": "TransformerLens shapes, row vectors: q = x @ W_Q[h] + b_Q[h]",
+        "d_model": spec.d_model,
+        "n_layers": spec.n_layers,
+        "n_heads": [b.attention.n_heads for b in spec.blocks],
+        "d_mlp": [None if b.mlp is None else b.mlp.W_in.shape[1] for b in spec.blocks],
+        "n_ctx": spec.n_ctx,
+        "vocab_size": spec.vocab_size,
+        "attention_scale": spec.attention_scale,
+        "causal": spec.causal,
+        "activation": "relu",
+        "positional_embedding": "learned absolute, added to every input embedding",
+        "dtype": "float64",
+    }
+
+
+def export_construction(construction: Construction, out: Path, task: np.ndarray | None = None) -> list[Path]:
+    """Write ``construction`` (and virtual tokens for ``task`` (1, ...), if given) into ``out``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "construction": construction.name,
+        "claim": construction.claim_id,
+        "params": construction.params(),
+        "vocabulary": "".join(construction.vocab.symbols),
+        "architecture": architecture(construction.spec),
+        "subspaces": {k: list(v) for k, v in construction.spec.subspaces.items()},
+        "prompt": {
+            "virtual_positions": list(construction.virtual_positions),
+            "n_user_tokens": construction.n_user_tokens,
+            "response_length": construction.response_length,
+            "how_virtual_tokens_are_fed": (
+                "each virtual token is a d_model vector that replaces the token embedding W_E[token] "
+                "at its position (inputs_embeds); the positional embedding W_pos[position] is added "
+                "to it as to any token; user tokens follow; decoding is greedy"
+            ),
+        },
+        "task": None if task is None else construction.task_to_json(task[0]),
+    }
+    parent = out.parent if out.parent != Path("") else Path(".")
+    if not parent.is_dir():
+        raise ExportError(f"parent directory {parent} does not exist")
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))
+    try:
+        save_file(dict(sorted(construction.spec.named_arrays().items())), str(staging / MODEL_FILE))
+        written = [MODEL_FILE, CONFIG_FILE]
+        if task is not None:
+            virtual = np.ascontiguousarray(construction.virtual_tokens(task)[0])
+            save_file({"virtual_tokens": virtual}, str(staging / VIRTUAL_FILE))
+            written.append(VIRTUAL_FILE)
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        out.mkdir(exist_ok=True)
+        stale = out / VIRTUAL_FILE
+        if task is None and stale.exists():
+            stale.unlink()  # a previous export's virtual tokens would not match this one
+        for name in written:
+            os.chmod(staging / name, 0o644)  # mkdtemp's private mode must not leak into the export
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / name for name in written]
+
+
+def read_config(directory: Path) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ExportError(f"{directory} is not a directory")
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise ExportError(f"missing {path}")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ExportError(f"{path} is not a promptproof construction config")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{path}: unsupported format_version {config.get('format_version')!r}")
+    for key in ("construction", "params", "architecture", "subspaces", "prompt"):
+        if key not in config:
+            raise ExportError(f"{path}: missing field {key!r}")
+    return config
+
+
+def _load_tensors(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise ExportError(f"missing {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ExportError(f"{path} is not a readable safetensors file: {exc}") from None
+
+
+def load_spec(directory: Path, config: dict[str, Any]) -> TransformerSpec:
+    """The weights on disk as a validated spec (shapes, finiteness); ExportError otherwise."""
+    arrays = _load_tensors(Path(directory) / MODEL_FILE)
+    for name, array in arrays.items():
+        if array.dtype != np.float64:
+            raise ExportError(f"{MODEL_FILE}: weight {name!r} has dtype {array.dtype}, expected float64")
+    arch = config["architecture"]
+    try:
+        return TransformerSpec.from_named_arrays(
+            arrays, int(arch["n_layers"]), float(arch["attention_scale"]), bool(arch["causal"]),
+            {k: tuple(v) for k, v in config["subspaces"].items()},
+        )
+    except PromptproofError as exc:
+        raise ExportError(f"{MODEL_FILE}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportError(f"{CONFIG_FILE}: bad architecture field: {exc}") from None
+
+
+def load_virtual_tokens(directory: Path, d_model: int, count: int) -> np.ndarray | None:
+    path = Path(directory) / VIRTUAL_FILE
+    if not path.exists():
+        return None
+    tensors = _load_tensors(path)
+    if set(tensors) != {"virtual_tokens"}:
+        raise ExportError(f"{path}: expected exactly one tensor named 'virtual_tokens'")
+    virtual = tensors["virtual_tokens"]
+    if virtual.shape != (count, d_model):
+        raise ExportError(f"{path}: expected shape {(count, d_model)}, got {tuple(virtual.shape)}")
+    if not np.all(np.isfinite(virtual)):
+        raise ExportError(f"{path}: non-finite values")
+    return virtual.astype(np.float64)

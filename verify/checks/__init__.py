@@ -1,0 +1,3 @@
+"""Importing this package registers every check with ``verify.registry``."""
+
+from verify.checks import petrov_sec3  # noqa: F401

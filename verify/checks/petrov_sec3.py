@@ -1,0 +1,196 @@
+"""Checks of Section 3 (Petrov et al.): the constructions hold for ALL inputs, at exactly which
+temperature they start to, and how many behaviours one virtual token reaches.
+
+Each construction claim rests on four pieces of evidence and two refuted controls:
+  1. certificate: the interval forward pass over the construction's finite cover of all inputs
+     (verify.certificates.cover) proves the right token wins at every read position;
+  2. minimal inverse temperature: T* derived and proved with sympy (theorems.petrov_sec3), then
+     shown tight on the weights: the certificate holds at T* + delta, and at T* - delta the checker
+     finds a concrete input that is answered wrongly (control "too_small_temperature");
+  3. randomized: 10,000 random tasks verified by teacher forcing, a subset by greedy decoding, and
+     the torch module's logits against the numpy forward;
+  4. the authors' published output (e.g. "I love transformers!").
+Control "perturbed_weight": one MLP bias moved by +0.5; the same certificate must fail and a
+concrete wrong answer must be found.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from constructions.construction import Construction
+from constructions.forward import embed, forward, logits
+from constructions.petrov import demos
+from constructions.petrov.conditional import Conditional
+from constructions.petrov.long_response import LongResponse
+from constructions.petrov.unconditional import Unconditional
+from constructions.spec import MLP, Block, TransformerSpec
+from constructions.torch_module import SpecTransformer
+from constructions.vocab import Vocabulary
+from theorems.petrov_sec3 import THRESHOLDS
+from verify.certificates.cover import certify
+from verify.registry import Context, check
+from verify.result import Outcome
+
+# Offset from T* at which tightness is shown. The certified margin at T* + delta is about
+# delta * d(margin)/dT ~ 1e-10 here, five orders of magnitude above float64 rounding (~1e-15).
+TIGHTNESS_DELTA = 1e-6
+# float64 forward vs torch float64 module: same operations in a different order.
+TORCH_PARITY_TOLERANCE = 1e-12
+RANDOM_INSTANCES = 10_000
+GREEDY_INSTANCES = 256
+PERTURBATION = 0.5  # added to blocks[0].mlp.b_in[0]: a deliberately wrong weight
+
+
+def perturbed(spec: TransformerSpec, amount: float = PERTURBATION) -> TransformerSpec:
+    """A copy of ``spec`` with the first block's first MLP bias moved by ``amount``."""
+    block = spec.blocks[0]
+    b_in = np.array(block.mlp.b_in)
+    b_in[0] += amount
+    mlp = MLP.build(spec.d_model, block.mlp.W_in, block.mlp.W_out, b_in, block.mlp.b_out)
+    blocks = (Block(block.attention, mlp),) + spec.blocks[1:]
+    return TransformerSpec.build(spec.W_E, spec.W_pos, blocks, spec.W_U, spec.b_U,
+                                 spec.attention_scale, spec.causal, spec.subspaces)
+
+
+def find_counterexample(construction: Construction, spec: TransformerSpec, labels: list[np.ndarray],
+                        rng: np.random.Generator) -> dict[str, Any] | None:
+    """A concrete (task, user input) answered wrongly, searched inside the failing cases."""
+    vocab = construction.vocab
+    for label in labels:
+        task, user = construction.witness(label, rng)
+        if not construction.responds_correctly(task, user, spec)[0]:
+            got = construction.respond(construction.virtual_tokens(task), user, spec)[0]
+            return {"case": construction.describe_case(label), "user_input": vocab.decode(user[0]),
+                    "expected": vocab.decode(construction.expected(task, user)[0]),
+                    "generated": vocab.decode(got)}
+    return None
+
+
+def refute(construction: Construction, spec: TransformerSpec, rng: np.random.Generator,
+           what: str) -> dict[str, Any]:
+    """Run the claim's checker on a wrong variant; refuted = certificate fails AND a concrete
+    wrong answer is found (a certificate may fail from looseness alone; a counterexample cannot)."""
+    result = certify(construction, spec, keep_failures=100)
+    example = None if result.holds else find_counterexample(construction, spec, result.failing_examples, rng)
+    return {"variant": what, "certificate_holds": result.holds, "failing_cases": result.failing,
+            "counterexample": example, "refuted": (not result.holds) and example is not None}
+
+
+def torch_parity(construction: Construction, rng: np.random.Generator, count: int = 64) -> float:
+    """max |numpy logits - torch logits| on random tasks and inputs (float64 both)."""
+    tasks = construction.random_tasks(rng, count)
+    user = rng.integers(0, construction.vocab.size, size=(count, construction.n_user_tokens))
+    tokens = np.concatenate([construction.prompt_tokens(user), construction.expected(tasks, user)[:, :-1]], 1)
+    virtual = construction.virtual_tokens(tasks)
+    ours = logits(construction.spec, forward(construction.spec, embed(construction.spec, tokens, virtual,
+                                                                      construction.virtual_positions)))
+    module = SpecTransformer(construction.spec)
+    with torch.no_grad():
+        theirs = module(module.embed_tokens(torch.from_numpy(tokens), torch.from_numpy(virtual),
+                                            construction.virtual_positions)).numpy()
+    return float(np.max(np.abs(ours - theirs)))
+
+
+def randomized(construction: Construction, rng: np.random.Generator) -> dict[str, Any]:
+    tasks = construction.random_tasks(rng, RANDOM_INSTANCES)
+    user = rng.integers(0, construction.vocab.size, size=(RANDOM_INSTANCES, construction.n_user_tokens))
+    forced = construction.responds_correctly(tasks, user)
+    few = slice(0, GREEDY_INSTANCES)
+    greedy = construction.respond(construction.virtual_tokens(tasks[few]), user[few])
+    greedy_ok = np.all(greedy == construction.expected(tasks[few], user[few]), axis=1)
+    return {"instances": RANDOM_INSTANCES, "correct": int(forced.sum()),
+            "greedy_generations": GREEDY_INSTANCES, "greedy_correct": int(greedy_ok.sum())}
+
+
+def check_construction(
+    context: Context,
+    claim_id: str,
+    build: Callable[[float | None], Construction],
+    sizes: dict[str, float],
+    demo: Callable[[Construction], dict[str, Any]],
+) -> Outcome:
+    rng = context.rng(claim_id)
+    construction = build(None)
+    threshold = THRESHOLDS[construction.name]
+    critical = threshold.value(**sizes)
+
+    certificate = certify(construction)
+    above = certify(build(critical + TIGHTNESS_DELTA))
+    proof = threshold.prove()
+    rand = randomized(construction, rng)
+    parity = torch_parity(construction, rng)
+    shown = demo(construction)
+
+    evidence = {
+        "config": construction.params(),
+        "certificate": {"holds": certificate.holds, "cases": certificate.cases,
+                        "worst_margin": certificate.worst_margin,
+                        "worst_case": construction.describe_case(certificate.worst_case)},
+        "min_inverse_temperature": {
+            "formula": f"T* = {threshold.critical}", "value": critical, "proof": proof,
+            "delta": TIGHTNESS_DELTA, "certificate_holds_at_T*+delta": above.holds,
+            "margin_at_T*+delta": above.worst_margin,
+        },
+        "randomized": rand,
+        "torch_parity_max_abs": parity,
+        "published_output": shown,
+    }
+    holds = (certificate.holds and above.holds and all(proof.values())
+             and rand["correct"] == rand["instances"] and rand["greedy_correct"] == rand["greedy_generations"]
+             and parity <= TORCH_PARITY_TOLERANCE and shown["matches"])
+    cold = build(critical - TIGHTNESS_DELTA)
+    control = {
+        "perturbed_weight": refute(construction, perturbed(construction.spec), rng,
+                                   f"blocks.0.mlp.b_in[0] += {PERTURBATION}"),
+        "too_small_temperature": refute(cold, cold.spec, rng, f"inverse temperature T* - {TIGHTNESS_DELTA}"),
+    }
+    refuted = all(item["refuted"] for item in control.values())
+    return Outcome(holds, evidence, control, refuted)
+
+
+def _ascii() -> Vocabulary:
+    return Vocabulary.printable_ascii()
+
+
+@check("petrov.thm1.unconditional")
+def unconditional(context: Context) -> Outcome:
+    def build(T: float | None) -> Unconditional:
+        return Unconditional(_ascii()) if T is None else Unconditional(_ascii(), inverse_temperature=T)
+
+    def demo(c: Construction) -> dict[str, Any]:
+        target = demos.UNCONDITIONAL_TARGET
+        out = c.vocab.decode(c.respond(c.virtual_tokens(c.parse_task(target)), np.zeros((1, 0), np.int64))[0])
+        return {"target": target, "generated": out, "matches": out == target}
+
+    return check_construction(context, "petrov.thm1.unconditional", build, {"V": 94, "N": 20}, demo)
+
+
+@check("petrov.thm2.conditional")
+def conditional(context: Context) -> Outcome:
+    def build(T: float | None) -> Conditional:
+        return Conditional(_ascii()) if T is None else Conditional(_ascii(), inverse_temperature=T)
+
+    def demo(c: Construction) -> dict[str, Any]:
+        task = c.parse_task(demos.case_flip(c.vocab.symbols))
+        out = c.vocab.decode(c.respond(c.virtual_tokens(task), c.vocab.encode("f")[None])[0])
+        return {"map": "flip letter case", "input": "f", "generated": out, "matches": out == "F"}
+
+    return check_construction(context, "petrov.thm2.conditional", build, {"V": 94}, demo)
+
+
+@check("petrov.thm2.long-response")
+def long_response(context: Context) -> Outcome:
+    def build(T: float | None) -> LongResponse:
+        return LongResponse(_ascii()) if T is None else LongResponse(_ascii(), inverse_temperature=T)
+
+    def demo(c: Construction) -> dict[str, Any]:
+        task = c.parse_task(demos.animals_and_foods(c.vocab.symbols))
+        out = "b" + c.vocab.decode(c.respond(c.virtual_tokens(task), c.vocab.encode("b")[None])[0]).rstrip()
+        return {"map": "capital -> animal, lower case -> food", "input": "b", "generated": out,
+                "matches": out == "blueberries"}
+
+    return check_construction(context, "petrov.thm2.long-response", build, {"V": 94, "N0": 10}, demo)

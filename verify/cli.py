@@ -1,0 +1,207 @@
+"""``python -m verify``: list | all | run | export | check-export | bench.
+
+Exit codes: 0 = every claim run passed (or was skipped); 1 = a claim failed or errored, or
+exported weights fail their checks; 2 = bad input (one line on stderr, nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from constructions.errors import PromptproofError
+from theorems.claims import CLAIMS, claims_matching
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(PromptproofError):
+    """Bad command-line input."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line and exits 2 (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m verify", description="Machine-checked claims of context-based fine-tuning theory.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub.add_parser("list", help="one line per claim: id, paper, section, evidence kind")
+
+    def add_run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+        p.add_argument("--seed", type=_seed, default=0, help="seed of every random draw (default 0)")
+
+    p_all = sub.add_parser("all", help="run every claim")
+    add_run_options(p_all)
+    p_all.add_argument("--quick", action="store_true", help="skip the training claims (reported as skipped)")
+    p_all.add_argument("--retrain", action="store_true", help="ignore cached training records")
+
+    p_run = sub.add_parser("run", help="run the claims whose id starts with one of the given prefixes")
+    p_run.add_argument("ids", nargs="+", metavar="ID_OR_PREFIX")
+    add_run_options(p_run)
+
+    p_export = sub.add_parser("export", help="write a construction as weights (safetensors + config.json)")
+    p_export.add_argument("name", help="unconditional | conditional | long-response | two-token")
+    p_export.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p_export.add_argument("--target", help="target string (unconditional): also write its virtual token")
+    p_export.add_argument("--map", type=Path, metavar="FILE", help="JSON map (conditional constructions)")
+    p_export.add_argument("--vocab", help="ascii (default) | letters:N | literal:SYMBOLS")
+    p_export.add_argument("--length", type=_positive_int, help="N, the target length (unconditional)")
+    p_export.add_argument("--response-length", type=_positive_int, help="N0 (long-response)")
+    p_export.add_argument("--inverse-temperature", type=_positive_float, help="T, folded into W_Q")
+
+    p_check = sub.add_parser("check-export", help="reload exported weights and re-run the construction's checks")
+    p_check.add_argument("directory", type=Path)
+    p_check.add_argument("--json", type=Path, metavar="FILE")
+    p_check.add_argument("--seed", type=_seed, default=0)
+
+    p_bench = sub.add_parser("bench", help="benchmarks that print figures and ratios")
+    p_bench.add_argument("suite", nargs="?", default="constructions", choices=["constructions"])
+    p_bench.add_argument("--targets", type=_positive_int, default=10_000, help="random targets to verify")
+    return parser
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def _check_output_path(path: Path | None) -> None:
+    if path is not None and not path.parent.resolve().is_dir():
+        raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
+
+
+def cmd_list(console: Console) -> int:
+    from verify.registry import CHECKS
+
+    for claim in CLAIMS:
+        if claim.id in CHECKS:
+            print(f"{claim.id}\t{claim.paper}\t{claim.section}\t{claim.evidence_kind}")
+    return EXIT_OK
+
+
+def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> int:
+    from verify.registry import CHECKS, Context, run_claim
+    from verify.report import render_table, report_json, write_json_atomically
+
+    implemented = [c for c in CLAIMS if c.id in CHECKS]
+    chosen = [c for c in claims_matching(patterns) if c.id in CHECKS]
+    for pattern in patterns:
+        if not any(c.id.startswith(pattern) for c in implemented):
+            raise UsageError(f"unknown claim id or prefix {pattern!r} (see: python -m verify list)")
+    _check_output_path(args.json)
+    context = Context(seed=args.seed, quick=getattr(args, "quick", False), retrain=getattr(args, "retrain", False))
+    results = []
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
+        bar = progress.add_task("claims", total=len(chosen))
+        for claim in chosen:
+            progress.update(bar, description=claim.id)
+            if not err.is_terminal:
+                err.print(f"running {claim.id} ...", highlight=False)
+            results.append(run_claim(claim, context))
+            progress.advance(bar)
+    render_table(results, console)
+    if args.json is not None:
+        write_json_atomically(report_json(results, args.seed), args.json)
+    return EXIT_OK if all(r.status in ("pass", "skipped") for r in results) else EXIT_FAILED
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    from verify.exports import run_export
+
+    options = {"length": args.length, "response_length": args.response_length,
+               "inverse_temperature": args.inverse_temperature}
+    written = run_export(args.name, args.out, args.vocab, args.target, args.map, options)
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+    return EXIT_OK
+
+
+def cmd_check_export(args: argparse.Namespace, console: Console) -> int:
+    from verify.exports import check_export
+    from verify.report import write_json_atomically
+
+    _check_output_path(args.json)
+    found = check_export(args.directory, args.seed)
+    for name, item in found.results.items():
+        verdict = "[green]holds[/]" if item["holds"] else "[bold red]FAILS[/]"
+        details = ", ".join(f"{k}={v}" for k, v in item.items() if k != "holds")
+        console.print(f"{name}: {verdict}  {details}")
+    console.print(f"{found.construction}: the theorem {'holds' if found.holds else 'does NOT hold'} for these weights")
+    if args.json is not None:
+        write_json_atomically({"construction": found.construction, "holds": found.holds,
+                               "checks": found.results}, args.json)
+    return EXIT_OK if found.holds else EXIT_FAILED
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    from verify.bench import bench_constructions
+
+    bench_constructions(console, args.targets)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    console = Console()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            return cmd_list(console)
+        if args.command == "all":
+            return cmd_run([c.id for c in CLAIMS], args, console)
+        if args.command == "run":
+            return cmd_run(args.ids, args, console)
+        if args.command == "export":
+            return cmd_export(args, console)
+        if args.command == "check-export":
+            return cmd_check_export(args, console)
+        if args.command == "bench":
+            return cmd_bench(args, console)
+        raise UsageError(f"unknown command {args.command!r}")
+    except PromptproofError as exc:
+        print(f"verify: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("verify: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``verify export`` and ``verify check-export``: constructions as weights on disk, and the
+construction's checks re-run on whatever weights are on disk (a user may have edited them)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from constructions.construction import Construction
+from constructions.errors import ConstructionError, ExportError, PromptproofError
+from constructions.io import export_construction, load_spec, load_virtual_tokens, read_config
+from constructions.petrov import CONSTRUCTIONS
+from constructions.vocab import Vocabulary
+from verify.certificates.cover import certify
+
+CHECK_EXPORT_RANDOM_TASKS = 1000
+
+
+def parse_vocab(text: str) -> Vocabulary:
+    """'ascii' | 'letters:N' | 'literal:SYMBOLS'."""
+    if text == "ascii":
+        return Vocabulary.printable_ascii()
+    if text.startswith("letters:"):
+        try:
+            return Vocabulary.letters(int(text.split(":", 1)[1]))
+        except ValueError:
+            raise ConstructionError(f"bad vocabulary {text!r}: expected letters:N with an integer N") from None
+    if text.startswith("literal:"):
+        return Vocabulary.from_string(text.split(":", 1)[1])
+    raise ConstructionError(f"bad vocabulary {text!r}: use ascii, letters:N or literal:SYMBOLS")
+
+
+def build(name: str, vocab: Vocabulary | None, options: dict[str, Any]) -> Construction:
+    """A construction by name from CLI options (None options take the construction's defaults)."""
+    if name not in CONSTRUCTIONS:
+        raise ConstructionError(f"unknown construction {name!r}; choose from {', '.join(sorted(CONSTRUCTIONS))}")
+    cls = CONSTRUCTIONS[name]
+    params = {k: v for k, v in options.items() if v is not None}
+    default_vocab = getattr(cls, "default_vocabulary", Vocabulary.printable_ascii)
+    return cls(vocab or default_vocab(), **params)
+
+
+def read_task(construction: Construction, target: str | None, map_file: Path | None) -> np.ndarray | None:
+    if target is not None and map_file is not None:
+        raise ConstructionError("give either --target or --map, not both")
+    if target is not None:
+        return construction.parse_task(target)
+    if map_file is not None:
+        path = Path(map_file)
+        if not path.is_file():
+            raise ConstructionError(f"map file {path} does not exist")
+        try:
+            obj = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConstructionError(f"map file {path} is not valid JSON: {exc}") from None
+        return construction.parse_task(obj)
+    return None
+
+
+@dataclass
+class ExportCheck:
+    """What check-export found for the weights on disk."""
+
+    construction: str
+    results: dict[str, Any]
+
+    @property
+    def holds(self) -> bool:
+        return all(item["holds"] for item in self.results.values())
+
+
+def check_export(directory: Path, seed: int = 0) -> ExportCheck:
+    """Reload an export from disk and re-run the construction's checks on those weights."""
+    config = read_config(directory)
+    name = config["construction"]
+    if name not in CONSTRUCTIONS:
+        raise ExportError(f"config.json names unknown construction {name!r}")
+    spec = load_spec(directory, config)
+    try:
+        construction = CONSTRUCTIONS[name].from_params(config["params"], spec)
+        reference = CONSTRUCTIONS[name].from_params(config["params"])
+    except (PromptproofError, KeyError, TypeError, ValueError) as exc:
+        raise ExportError(f"config.json: bad construction parameters: {exc}") from None
+    if reference.spec.d_model != spec.d_model or reference.spec.n_ctx != spec.n_ctx:
+        raise ExportError("model.safetensors does not match the construction's layout in config.json")
+
+    results: dict[str, Any] = {}
+    ours, theirs = reference.spec.named_arrays(), spec.named_arrays()
+    changed = {k: float(np.max(np.abs(ours[k] - theirs[k]))) for k in ours
+               if k in theirs and ours[k].shape == theirs[k].shape and not np.array_equal(ours[k], theirs[k])}
+    results["weights"] = {"holds": True, "identical_to_construction": not changed,
+                          "edited": dict(sorted(changed.items())[:10]),
+                          "note": "informational: edited weights are judged by the checks below"}
+    certificate = _certify(construction, spec)
+    results["certificate"] = {"holds": certificate["holds"], **certificate}
+    rng = np.random.default_rng(seed)
+    tasks = construction.random_tasks(rng, CHECK_EXPORT_RANDOM_TASKS)
+    user = rng.integers(0, construction.vocab.size, size=(len(tasks), construction.n_user_tokens))
+    correct = int(construction.responds_correctly(tasks, user).sum())
+    results["randomized"] = {"holds": correct == len(tasks), "instances": len(tasks), "correct": correct}
+    virtual = load_virtual_tokens(directory, spec.d_model, len(construction.virtual_positions))
+    if virtual is not None:
+        if config.get("task") is None:
+            raise ExportError("virtual_tokens.safetensors present but config.json records no task")
+        task = construction.parse_task(config["task"])
+        users = construction.all_user_inputs()
+        batch = np.repeat(virtual[None], len(users), axis=0)
+        got = construction.respond(batch, users)
+        want = construction.expected(np.repeat(task, len(users), axis=0), users)
+        wrong = np.flatnonzero(~np.all(got == want, axis=1))
+        item: dict[str, Any] = {"holds": wrong.size == 0, "user_inputs": len(users),
+                                "correct": int(len(users) - wrong.size)}
+        if wrong.size:
+            first = wrong[0]
+            vocab = construction.vocab
+            item["first_wrong"] = {"user_input": vocab.decode(users[first]), "expected": vocab.decode(want[first]),
+                                   "generated": vocab.decode(got[first])}
+        results["virtual_tokens"] = item
+    return ExportCheck(name, results)
+
+
+def _certify(construction: Construction, spec) -> dict[str, Any]:
+    result = certify(construction, spec)
+    out = {"cases": result.cases, "failing_cases": result.failing, "worst_margin": result.worst_margin}
+    if result.failing_examples:
+        out["first_failing_case"] = construction.describe_case(result.failing_examples[0])
+    out["holds"] = result.holds
+    return out
+
+
+def run_export(name: str, out: Path, vocab: str | None, target: str | None, map_file: Path | None,
+               options: dict[str, Any]) -> list[Path]:
+    construction = build(name, parse_vocab(vocab) if vocab else None, options)
+    task = read_task(construction, target, map_file)
+    return export_construction(construction, out, task)
