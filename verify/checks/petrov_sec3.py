@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from constructions.construction import Construction
-from constructions.forward import embed, forward, logits
+from constructions.forward import embed, forward, generate, logits
 from constructions.petrov import demos
 from constructions.petrov.conditional import Conditional
 from constructions.petrov.long_response import LongResponse
@@ -194,3 +194,80 @@ def long_response(context: Context) -> Outcome:
                 "matches": out == "blueberries"}
 
     return check_construction(context, "petrov.thm2.long-response", build, {"V": 94, "N0": 10}, demo)
+
+
+# --- petrov.sec3.capacity -------------------------------------------------------------------
+
+CAPACITY_SMALL = {"V": 3, "N": 4}  # exhaustive: 3^4 = 81 targets, every real prompt up to n = 3
+CAPACITY_SAMPLES = 10_000
+
+
+def all_sequences(vocab_size: int, length: int) -> np.ndarray:
+    """Every sequence of ``length`` tokens, (V^length, length), in lexicographic order."""
+    grids = np.meshgrid(*[np.arange(vocab_size)] * length, indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
+
+
+def count_real_prompt_behaviours(spec: TransformerSpec, vocab_size: int, n: int) -> int:
+    """Distinct greedy continuations (filling the context) over ALL V^n real-token prompts."""
+    prompts = all_sequences(vocab_size, n)
+    continuations = generate(spec, prompts, spec.n_ctx - n + 1)
+    return len({row.tobytes() for row in continuations})
+
+
+def random_like(spec: TransformerSpec, rng: np.random.Generator) -> TransformerSpec:
+    """A generic transformer of the same shapes: every weight N(0, 1/d_model), embeddings N(0, 1)."""
+    scale = {k: 1.0 if k in ("embed.W_E", "pos_embed.W_pos") else spec.d_model**-0.5
+             for k in spec.named_arrays()}
+    arrays = {k: rng.normal(scale=scale[k], size=v.shape) for k, v in spec.named_arrays().items()}
+    return TransformerSpec.from_named_arrays(arrays, spec.n_layers, 1.0, spec.causal)
+
+
+@check("petrov.sec3.capacity")
+def capacity(context: Context) -> Outcome:
+    rng = context.rng("petrov.sec3.capacity")
+    V, N = CAPACITY_SMALL["V"], CAPACITY_SMALL["N"]
+    small = Unconditional(Vocabulary.letters(V), length=N)
+
+    # one virtual token: every one of the V^N targets, exhaustively
+    targets = all_sequences(V, N)
+    completions = small.respond(small.virtual_tokens(targets), np.zeros((len(targets), 0), np.int64))
+    virtual_distinct = len({row.tobytes() for row in completions})
+    virtual_exact = bool(np.all(completions == targets))
+
+    # real-token prompts of length n: all V^n of them, on the construction and a generic model
+    generic = random_like(small.spec, rng)
+    real = {f"n={n}": {"bound V^n": V**n,
+                       "construction": count_real_prompt_behaviours(small.spec, V, n),
+                       "random_model": count_real_prompt_behaviours(generic, V, n)}
+            for n in range(1, N)}
+    real_within_bound = all(v["construction"] <= v["bound V^n"] and v["random_model"] <= v["bound V^n"]
+                            for v in real.values())
+
+    # defaults: sampled targets, and every single real token
+    full = Unconditional(Vocabulary.printable_ascii())
+    sample = full.random_tasks(rng, CAPACITY_SAMPLES)
+    sample_distinct = len({row.tobytes() for row in sample})
+    reached = full.responds_correctly(sample, np.zeros((len(sample), 0), np.int64))
+    one_real = count_real_prompt_behaviours(full.spec, full.vocab.size, 1)
+
+    evidence = {
+        "summary": f"V={V}, N={N}: one virtual token reaches {virtual_distinct}/{V**N}; "
+                   f"real prompts n<N reach <= V^n",
+        "exhaustive": {"V": V, "N": N, "virtual_token_distinct": virtual_distinct, "V^N": V**N,
+                       "each_target_generated": virtual_exact, "real_prompts": real},
+        "defaults": {"V": 94, "N": 20, "sampled_targets": CAPACITY_SAMPLES, "distinct_in_sample": sample_distinct,
+                     "generated_exactly": int(reached.sum()),
+                     "one_real_token_distinct": one_real, "one_real_token_bound": full.vocab.size,
+                     "all_V^N_reachable": "by the petrov.thm1.unconditional certificate (94^20 ~ 2.9e39)"},
+    }
+    holds = (virtual_distinct == V**N and virtual_exact and real_within_bound
+             and int(reached.sum()) == CAPACITY_SAMPLES)
+    # control: claim that ONE REAL token (its embedding in the virtual slot) reaches V^N behaviours
+    real_as_virtual = small.spec.W_E[:, None, :]  # (V, 1, d): each real token's embedding at position 0
+    outs = small.respond(real_as_virtual, np.zeros((V, 0), np.int64))
+    counted = len({row.tobytes() for row in outs})
+    control = {"one_real_token_reaches_V^N": {
+        "variant": "the V real token embeddings placed where the virtual token goes",
+        "distinct": counted, "required": V**N, "refuted": counted < V**N}}
+    return Outcome(holds, evidence, control, control["one_real_token_reaches_V^N"]["refuted"])
