@@ -117,7 +117,7 @@ class Construction(ABC):
         )
 
     def responds_correctly(
-        self, tasks: np.ndarray, user: np.ndarray, spec: TransformerSpec | None = None
+        self, tasks: np.ndarray, user: np.ndarray, spec: TransformerSpec | None = None, chunk: int = 1024
     ) -> np.ndarray:
         """(B,) bool: greedy decoding would produce exactly ``expected(tasks, user)``.
 
@@ -126,11 +126,15 @@ class Construction(ABC):
         prediction at every response position, given the expected prefix, is correct.
         """
         spec = spec or self.spec
-        want = self.expected(tasks, user)  # (B, R)
-        tokens = np.concatenate([self.prompt_tokens(user), want[:, :-1]], axis=1)
-        x = embed(spec, tokens, self.virtual_tokens(tasks), self.virtual_positions)
-        predicted = next_token_predictions(spec, x)[:, -self.response_length :]
-        return np.all(predicted == want, axis=1)
+        correct = np.empty(len(tasks), dtype=bool)
+        for start in range(0, len(tasks), chunk):  # bounded memory, cache-sized batches
+            part = slice(start, start + chunk)
+            want = self.expected(tasks[part], user[part])  # (b, R)
+            tokens = np.concatenate([self.prompt_tokens(user[part]), want[:, :-1]], axis=1)
+            x = embed(spec, tokens, self.virtual_tokens(tasks[part]), self.virtual_positions)
+            predicted = next_token_predictions(spec, x)[:, -self.response_length :]
+            correct[part] = np.all(predicted == want, axis=1)
+        return correct
 
     # --- certificates -----------------------------------------------------------------------
     @abstractmethod

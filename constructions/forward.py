@@ -46,9 +46,17 @@ class NumpyOps:
     """Plain float64 arithmetic."""
 
     def linear(self, x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-        # one 2-D BLAS call: numpy's stacked matmul loops over the leading axes
-        flat = np.ascontiguousarray(x).reshape(-1, x.shape[-1]) @ W
-        return (flat + b).reshape(*x.shape[:-1], W.shape[1])
+        """One 2-D BLAS call (numpy's stacked matmul loops over leading axes). Rows of W that
+        are entirely zero contribute exactly 0 and are skipped: hand-built weights read a few
+        named subspaces of a wide residual stream."""
+        flat_x = np.ascontiguousarray(x).reshape(-1, x.shape[-1])
+        rows = np.flatnonzero(np.any(W != 0, axis=1))
+        if len(rows) < W.shape[0] // 2:
+            flat = flat_x[:, rows] @ W[rows]
+        else:
+            flat = flat_x @ W
+        flat += b
+        return flat.reshape(*x.shape[:-1], W.shape[1])
 
     def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a @ b
