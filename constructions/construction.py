@@ -67,14 +67,21 @@ class Construction(ABC):
     def response_length(self) -> int: ...
 
     # --- tasks ------------------------------------------------------------------------------
-    @abstractmethod
+    def size_params(self) -> dict[str, int]:
+        """The construction's sizes as constructor keyword arguments (e.g. {"length": 20})."""
+        return {}
+
     def params(self) -> dict[str, Any]:
         """JSON-able parameters from which ``from_params`` rebuilds the same construction."""
+        return {"vocab": "".join(self.vocab.symbols), **self.size_params(),
+                "inverse_temperature": self.inverse_temperature}
 
     @classmethod
-    @abstractmethod
     def from_params(cls, params: dict[str, Any], spec: TransformerSpec | None = None) -> "Construction":
         """Rebuild from ``params``; with ``spec`` given, use those (possibly edited) weights."""
+        sizes = {k: int(v) for k, v in params.items() if k not in ("vocab", "inverse_temperature")}
+        return cls(Vocabulary.from_string(params["vocab"]), **sizes,
+                   inverse_temperature=float(params["inverse_temperature"]), spec=spec)
 
     @abstractmethod
     def virtual_tokens(self, tasks: np.ndarray) -> np.ndarray:

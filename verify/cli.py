@@ -7,7 +7,6 @@ exported weights fail their checks; 2 = bad input (one line on stderr, nothing w
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import NoReturn, Sequence

@@ -105,13 +105,6 @@ class Conditional(Construction):
     n_user_tokens = 1
     response_length = 1
 
-    def params(self) -> dict[str, Any]:
-        return {"vocab": "".join(self.vocab.symbols), "inverse_temperature": self.inverse_temperature}
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], spec: TransformerSpec | None = None) -> "Conditional":
-        return cls(Vocabulary.from_string(params["vocab"]), float(params["inverse_temperature"]), spec)
-
     def virtual_tokens(self, tasks: np.ndarray) -> np.ndarray:
         """maps (B, V) -> (B, 1, d): map = m / V."""
         virtual = np.zeros((tasks.shape[0], 1, self.layout.width))

@@ -93,14 +93,8 @@ class LongResponse(Construction):
     def response_length(self) -> int:
         return self.n0
 
-    def params(self) -> dict[str, Any]:
-        return {"vocab": "".join(self.vocab.symbols), "response_length": self.n0,
-                "inverse_temperature": self.inverse_temperature}
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], spec: TransformerSpec | None = None) -> "LongResponse":
-        return cls(Vocabulary.from_string(params["vocab"]), int(params["response_length"]),
-                   float(params["inverse_temperature"]), spec)
+    def size_params(self) -> dict[str, int]:
+        return {"response_length": self.n0}
 
     def virtual_tokens(self, tasks: np.ndarray) -> np.ndarray:
         """maps (B, V, N0) -> (B, N0, d): virtual token p has map = m[:, p] / V."""

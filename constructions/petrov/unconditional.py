@@ -86,14 +86,8 @@ class Unconditional(Construction):
         return self.length
 
     # --- tasks ------------------------------------------------------------------------------
-    def params(self) -> dict[str, Any]:
-        return {"vocab": "".join(self.vocab.symbols), "length": self.length,
-                "inverse_temperature": self.inverse_temperature}
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], spec: TransformerSpec | None = None) -> "Unconditional":
-        return cls(Vocabulary.from_string(params["vocab"]), int(params["length"]),
-                   float(params["inverse_temperature"]), spec)
+    def size_params(self) -> dict[str, int]:
+        return {"length": self.length}
 
     def virtual_tokens(self, tasks: np.ndarray) -> np.ndarray:
         """targets (B, N) -> (B, 1, d): value = targets / V."""
