@@ -118,9 +118,12 @@ def read_config(directory: Path) -> dict[str, Any]:
         raise ExportError(f"{path} is not a promptproof construction config")
     if config.get("format_version") != FORMAT_VERSION:
         raise ExportError(f"{path}: unsupported format_version {config.get('format_version')!r}")
-    for key in ("construction", "params", "architecture", "subspaces", "prompt"):
+    for key, kind in (("construction", str), ("params", dict), ("architecture", dict), ("subspaces", dict),
+                      ("prompt", dict)):
         if key not in config:
             raise ExportError(f"{path}: missing field {key!r}")
+        if not isinstance(config[key], kind):
+            raise ExportError(f"{path}: field {key!r} must be a JSON {'string' if kind is str else 'object'}")
     return config
 
 
@@ -159,8 +162,10 @@ def load_virtual_tokens(directory: Path, d_model: int, count: int) -> np.ndarray
     if set(tensors) != {"virtual_tokens"}:
         raise ExportError(f"{path}: expected exactly one tensor named 'virtual_tokens'")
     virtual = tensors["virtual_tokens"]
+    if virtual.dtype != np.float64:
+        raise ExportError(f"{path}: dtype {virtual.dtype}, expected float64")
     if virtual.shape != (count, d_model):
         raise ExportError(f"{path}: expected shape {(count, d_model)}, got {tuple(virtual.shape)}")
     if not np.all(np.isfinite(virtual)):
         raise ExportError(f"{path}: non-finite values")
-    return virtual.astype(np.float64)
+    return virtual

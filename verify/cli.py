@@ -101,8 +101,13 @@ def _positive_float(text: str) -> float:
 
 
 def _check_output_path(path: Path | None) -> None:
-    if path is not None and not path.parent.resolve().is_dir():
+    """Refuse an unwritable report path before any work is done."""
+    if path is None:
+        return
+    if not path.parent.resolve().is_dir():
         raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a directory")
 
 
 def cmd_list(console: Console) -> int:

@@ -3,6 +3,7 @@ construction's checks re-run on whatever weights are on disk (a user may have ed
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,10 @@ def parse_vocab(text: str) -> Vocabulary:
         return Vocabulary.printable_ascii()
     if text.startswith("letters:"):
         try:
-            return Vocabulary.letters(int(text.split(":", 1)[1]))
+            size = int(text.split(":", 1)[1])
         except ValueError:
             raise ConstructionError(f"bad vocabulary {text!r}: expected letters:N with an integer N") from None
+        return Vocabulary.letters(size)
     if text.startswith("literal:"):
         return Vocabulary.from_string(text.split(":", 1)[1])
     raise ConstructionError(f"bad vocabulary {text!r}: use ascii, letters:N or literal:SYMBOLS")
@@ -40,6 +42,11 @@ def build(name: str, vocab: Vocabulary | None, options: dict[str, Any]) -> Const
         raise ConstructionError(f"unknown construction {name!r}; choose from {', '.join(sorted(CONSTRUCTIONS))}")
     cls = CONSTRUCTIONS[name]
     params = {k: v for k, v in options.items() if v is not None}
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "vocab", "spec"}
+    for key in params:
+        if key not in accepted:
+            flag = "--" + key.replace("_", "-")
+            raise ConstructionError(f"option {flag} does not apply to the {name} construction")
     default_vocab = getattr(cls, "default_vocabulary", Vocabulary.printable_ascii)
     return cls(vocab or default_vocab(), **params)
 
@@ -81,17 +88,21 @@ def check_export(directory: Path, seed: int = 0) -> ExportCheck:
         raise ExportError(f"config.json names unknown construction {name!r}")
     spec = load_spec(directory, config)
     try:
-        construction = CONSTRUCTIONS[name].from_params(config["params"], spec)
         reference = CONSTRUCTIONS[name].from_params(config["params"])
     except (PromptproofError, KeyError, TypeError, ValueError) as exc:
         raise ExportError(f"config.json: bad construction parameters: {exc}") from None
-    if reference.spec.d_model != spec.d_model or reference.spec.n_ctx != spec.n_ctx:
-        raise ExportError("model.safetensors does not match the construction's layout in config.json")
+    # Values may be edited freely; the architecture (every weight's name and shape) may not.
+    ours, theirs = reference.spec.named_arrays(), spec.named_arrays()
+    for key in sorted(set(ours) | set(theirs)):
+        if key not in ours or key not in theirs or ours[key].shape != theirs[key].shape:
+            found = theirs[key].shape if key in theirs else "absent"
+            wanted = ours[key].shape if key in ours else "absent"
+            raise ExportError(f"model.safetensors: weight {key!r} has shape {found}; the {name} construction "
+                              f"in config.json needs {wanted}")
+    construction = CONSTRUCTIONS[name].from_params(config["params"], spec)
 
     results: dict[str, Any] = {}
-    ours, theirs = reference.spec.named_arrays(), spec.named_arrays()
-    changed = {k: float(np.max(np.abs(ours[k] - theirs[k]))) for k in ours
-               if k in theirs and ours[k].shape == theirs[k].shape and not np.array_equal(ours[k], theirs[k])}
+    changed = {k: float(np.max(np.abs(ours[k] - theirs[k]))) for k in ours if not np.array_equal(ours[k], theirs[k])}
     results["weights"] = {"holds": True, "identical_to_construction": not changed,
                           "edited": dict(sorted(changed.items())[:10]),
                           "note": "informational: edited weights are judged by the checks below"}
