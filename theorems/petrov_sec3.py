@@ -26,6 +26,8 @@ concrete input fails just below) is checked by ``verify``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
 
 import sympy as sp
 
@@ -80,3 +82,55 @@ THRESHOLDS: dict[str, Threshold] = {
     "conditional": Threshold("conditional", sp.Integer(1), (V - 1) / V, ("V >= 2",)),
     "long-response": Threshold("long-response", 2 * N0 - 1, (2 * V - 1) / V, ("N0 >= 1",)),
 }
+
+
+# --- two-token conditioning (constructions.petrov.two_token) -------------------------------
+
+def two_token_thresholds(vocab_size: int | None = None,
+                         ramp_width: float | Fraction | None = None) -> dict[str, Any]:
+    """The leakage analysis of the module docstring, solved with sympy for E = e^T.
+
+    Returns symbolic formulas (in V, rho) and, with ``vocab_size``, their values:
+      'certified': the smallest T at which every ramp keeps its clearance in exact arithmetic
+                   (the certificate's threshold up to float64 rounding),
+      'witness':   below it the all-(V-1) row answers its last digit wrongly,
+      'layer_bound': the condition at digit n (it binds at n = V-1),
+      'checks':    sympy identities behind the derivation (all True).
+    """
+    E, V, rho, n = sp.symbols("E V rho n", positive=True)
+    w = 1 / (E + 2)  # attention leaked to each of the two other keys
+    # error of rem_n below the exact remainder: V^n * 2w(1 + x); worst row: digits 0..n all V-1,
+    # then zeros, so x = 1 - V^-(n+1) and r_n = (V-1)/V is the lower edge of band V-1.
+    error_n = V**n * 2 * w * (1 + (1 - V ** (-(n + 1))))
+    clearance_n = (1 - rho) * V ** (n - V) / 2
+    last_error = error_n.subs(n, V - 1)
+    e_cert = sp.solve(sp.Eq(last_error, clearance_n.subs(n, V - 1)), E)[0]
+    e_fail = sp.solve(sp.Eq(last_error, 1 / (2 * V)), E)[0]  # step of the last digit = 1/2
+    bound_n = sp.solve(sp.Eq(error_n, clearance_n), E)[0]  # e^T needed at digit n
+    checks = {
+        "e^T(certified) = 4(2V^V - 1)/(1 - rho) - 2":
+            sp.simplify(e_cert - (4 * (2 * V**V - 1) / (1 - rho) - 2)) == 0,
+        "e^T(witness) = 8V^V - 6": sp.simplify(e_fail - (8 * V**V - 6)) == 0,
+        "digit n needs e^T >= 4(2V^V - V^(V-n-1))/(1 - rho) - 2":
+            sp.simplify(bound_n - (4 * (2 * V**V - V ** (V - n - 1)) / (1 - rho) - 2)) == 0,
+    }
+    # the requirement grows with n, so the last digit binds: d/dn = 4 V^(V-n-1) ln V / (1 - rho),
+    # positive for V >= 2 and 0 < rho < 1 (substitute V = V' + 2, rho = 1/(1 + rho'))
+    slope = 4 * V ** (V - n - 1) * sp.log(V) / (1 - rho)
+    checks["d/dn of the requirement = 4 V^(V-n-1) ln V / (1 - rho)"] = (
+        sp.simplify(sp.diff(bound_n, n) - slope) == 0)
+    checks["... which is positive"] = bool(
+        sp.simplify(slope.subs({V: V + 2, rho: 1 / (1 + rho)})).is_positive)
+    out: dict[str, Any] = {
+        "certified_formula": sp.log(4 * (2 * V**V - 1) / (1 - rho) - 2),
+        "witness_formula": sp.log(8 * V**V - 6),
+        "layer_bound": bound_n,
+        "checks": checks,
+    }
+    if vocab_size is not None:
+        if ramp_width is None:
+            raise ValueError("numeric thresholds need the construction's ramp_width")
+        subs = {V: vocab_size, rho: sp.Rational(Fraction(ramp_width).numerator, Fraction(ramp_width).denominator)}
+        out["certified"] = float(out["certified_formula"].subs(subs))
+        out["witness"] = float(out["witness_formula"].subs(subs))
+    return out

@@ -16,7 +16,7 @@ from constructions.errors import ConstructionError, ExportError, PromptproofErro
 from constructions.io import export_construction, load_spec, load_virtual_tokens, read_config
 from constructions.petrov import CONSTRUCTIONS
 from constructions.vocab import Vocabulary
-from verify.certificates.cover import certify
+from verify.certificates import certify_construction
 
 CHECK_EXPORT_RANDOM_TASKS = 1000
 
@@ -89,7 +89,7 @@ def check_export(directory: Path, seed: int = 0) -> ExportCheck:
     spec = load_spec(directory, config)
     try:
         reference = CONSTRUCTIONS[name].from_params(config["params"])
-    except (PromptproofError, KeyError, TypeError, ValueError) as exc:
+    except (PromptproofError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
         raise ExportError(f"config.json: bad construction parameters: {exc}") from None
     # Values may be edited freely; the architecture (every weight's name and shape) may not.
     ours, theirs = reference.spec.named_arrays(), spec.named_arrays()
@@ -135,7 +135,7 @@ def check_export(directory: Path, seed: int = 0) -> ExportCheck:
 
 
 def _certify(construction: Construction, spec) -> dict[str, Any]:
-    result = certify(construction, spec)
+    result = certify_construction(construction, spec)
     out = {"cases": result.cases, "failing_cases": result.failing, "worst_margin": result.worst_margin}
     if result.failing_examples:
         out["first_failing_case"] = construction.describe_case(result.failing_examples[0])

@@ -22,16 +22,24 @@ import numpy as np
 import torch
 
 from constructions.construction import Construction
+from constructions.errors import ConstructionError
 from constructions.forward import embed, forward, generate, logits
 from constructions.petrov import demos
 from constructions.petrov.conditional import Conditional
 from constructions.petrov.long_response import LongResponse
+from constructions.petrov.two_token import (
+    MAX_VOCAB_FLOAT64,
+    TwoToken,
+    largest_vocab_for_precision,
+    leakage_witnesses,
+    rows_in_top_binade,
+)
 from constructions.petrov.unconditional import Unconditional
 from constructions.spec import MLP, Block, TransformerSpec
 from constructions.torch_module import SpecTransformer
 from constructions.vocab import Vocabulary
-from theorems.petrov_sec3 import THRESHOLDS
-from verify.certificates.cover import certify
+from theorems.petrov_sec3 import THRESHOLDS, two_token_thresholds
+from verify.certificates import certify_construction
 from verify.registry import Context, check
 from verify.result import Outcome
 
@@ -74,7 +82,7 @@ def refute(construction: Construction, spec: TransformerSpec, rng: np.random.Gen
            what: str) -> dict[str, Any]:
     """Run the claim's checker on a wrong variant; refuted = certificate fails AND a concrete
     wrong answer is found (a certificate may fail from looseness alone; a counterexample cannot)."""
-    result = certify(construction, spec, keep_failures=100)
+    result = certify_construction(construction, spec, keep_failures=100)
     example = None if result.holds else find_counterexample(construction, spec, result.failing_examples, rng)
     return {"variant": what, "certificate_holds": result.holds, "failing_cases": result.failing,
             "counterexample": example, "refuted": (not result.holds) and example is not None}
@@ -106,21 +114,30 @@ def randomized(construction: Construction, rng: np.random.Generator) -> dict[str
             "greedy_generations": GREEDY_INSTANCES, "greedy_correct": int(greedy_ok.sum())}
 
 
+def describe_worst(construction: Construction, worst: Any) -> str:
+    return construction.describe_case(worst) if isinstance(worst, np.ndarray) else str(worst)
+
+
 def check_construction(
     context: Context,
     claim_id: str,
     build: Callable[[float | None], Construction],
-    sizes: dict[str, float],
+    threshold: dict[str, Any],
     demo: Callable[[Construction], dict[str, Any]],
+    delta: float = TIGHTNESS_DELTA,
+    extra: dict[str, Any] | None = None,
 ) -> Outcome:
+    """The evidence and controls shared by every construction claim (module docstring).
+
+    ``threshold``: {"formula": str, "value": T*, "proof": {step: bool}} for the construction.
+    ``extra``: further evidence entries; each may carry "holds" (False fails the claim).
+    """
     rng = context.rng(claim_id)
     construction = build(None)
-    threshold = THRESHOLDS[construction.name]
-    critical = threshold.value(**sizes)
+    critical = threshold["value"]
 
-    certificate = certify(construction)
-    above = certify(build(critical + TIGHTNESS_DELTA))
-    proof = threshold.prove()
+    certificate = certify_construction(construction)
+    above = certify_construction(build(critical + delta))
     rand = randomized(construction, rng)
     parity = torch_parity(construction, rng)
     shown = demo(construction)
@@ -129,27 +146,35 @@ def check_construction(
         "config": construction.params(),
         "certificate": {"holds": certificate.holds, "cases": certificate.cases,
                         "worst_margin": certificate.worst_margin,
-                        "worst_case": construction.describe_case(certificate.worst_case)},
+                        "worst_case": describe_worst(construction, certificate.worst_case)},
         "min_inverse_temperature": {
-            "formula": f"T* = {threshold.critical}", "value": critical, "proof": proof,
-            "delta": TIGHTNESS_DELTA, "certificate_holds_at_T*+delta": above.holds,
+            "formula": threshold["formula"], "value": critical, "proof": threshold["proof"],
+            "delta": delta, "certificate_holds_at_T*+delta": above.holds,
             "margin_at_T*+delta": above.worst_margin,
         },
         "randomized": rand,
         "torch_parity_max_abs": parity,
         "published_output": shown,
+        **(extra or {}),
     }
-    holds = (certificate.holds and above.holds and all(proof.values())
+    holds = (certificate.holds and above.holds and all(threshold["proof"].values())
              and rand["correct"] == rand["instances"] and rand["greedy_correct"] == rand["greedy_generations"]
-             and parity <= TORCH_PARITY_TOLERANCE and shown["matches"])
-    cold = build(critical - TIGHTNESS_DELTA)
+             and parity <= TORCH_PARITY_TOLERANCE and shown["matches"]
+             and all(item.get("holds", True) for item in (extra or {}).values()))
+    cold = build(critical - delta)
     control = {
         "perturbed_weight": refute(construction, perturbed(construction.spec), rng,
                                    f"blocks.0.mlp.b_in[0] += {PERTURBATION}"),
-        "too_small_temperature": refute(cold, cold.spec, rng, f"inverse temperature T* - {TIGHTNESS_DELTA}"),
+        "too_small_temperature": refute(cold, cold.spec, rng, f"inverse temperature T* - {delta}"),
     }
     refuted = all(item["refuted"] for item in control.values())
     return Outcome(holds, evidence, control, refuted)
+
+
+def symbolic_threshold(name: str, **sizes: float) -> dict[str, Any]:
+    """T* of a one-layer construction (theorems.petrov_sec3.THRESHOLDS), with its sympy proof."""
+    threshold = THRESHOLDS[name]
+    return {"formula": f"T* = {threshold.critical}", "value": threshold.value(**sizes), "proof": threshold.prove()}
 
 
 def _ascii() -> Vocabulary:
@@ -166,7 +191,8 @@ def unconditional(context: Context) -> Outcome:
         out = c.vocab.decode(c.respond(c.virtual_tokens(c.parse_task(target)), np.zeros((1, 0), np.int64))[0])
         return {"target": target, "generated": out, "matches": out == target}
 
-    return check_construction(context, "petrov.thm1.unconditional", build, {"V": 94, "N": 20}, demo)
+    return check_construction(context, "petrov.thm1.unconditional", build,
+                              symbolic_threshold("unconditional", V=94, N=20), demo)
 
 
 @check("petrov.thm2.conditional")
@@ -179,7 +205,7 @@ def conditional(context: Context) -> Outcome:
         out = c.vocab.decode(c.respond(c.virtual_tokens(task), c.vocab.encode("f")[None])[0])
         return {"map": "flip letter case", "input": "f", "generated": out, "matches": out == "F"}
 
-    return check_construction(context, "petrov.thm2.conditional", build, {"V": 94}, demo)
+    return check_construction(context, "petrov.thm2.conditional", build, symbolic_threshold("conditional", V=94), demo)
 
 
 @check("petrov.thm2.long-response")
@@ -193,7 +219,8 @@ def long_response(context: Context) -> Outcome:
         return {"map": "capital -> animal, lower case -> food", "input": "b", "generated": out,
                 "matches": out == "blueberries"}
 
-    return check_construction(context, "petrov.thm2.long-response", build, {"V": 94, "N0": 10}, demo)
+    return check_construction(context, "petrov.thm2.long-response", build,
+                              symbolic_threshold("long-response", V=94, N0=10), demo)
 
 
 # --- petrov.sec3.capacity -------------------------------------------------------------------
@@ -271,3 +298,85 @@ def capacity(context: Context) -> Outcome:
         "variant": "the V real token embeddings placed where the virtual token goes",
         "distinct": counted, "required": V**N, "refuted": counted < V**N}}
     return Outcome(holds, evidence, control, control["one_real_token_reaches_V^N"]["refuted"])
+
+
+# --- petrov.thm2.two-token ------------------------------------------------------------------
+
+TWO_TOKEN_DELTA = 1e-4  # in T: float64 rounding moves V = 10's certified threshold by ~1e-5
+FLOAT32_VOCABS = range(2, MAX_VOCAB_FLOAT64 + 1)
+FLOAT32_MAPS = 20
+
+
+def float32_accuracy(vocab_size: int, maps: int = FLOAT32_MAPS, seed: int = 0,
+                     inverse_temperature: float = 100.0) -> dict[str, Any]:
+    """The two-token model run in float32 (torch module cast to float32, virtual tokens rounded
+    to float32) on ``maps`` random maps plus the leakage witnesses, every (u0, u1) pair."""
+    construction = TwoToken(Vocabulary.letters(vocab_size), inverse_temperature)
+    rng = np.random.default_rng(seed)
+    witness_tasks, _ = leakage_witnesses(construction)
+    tasks = np.concatenate([construction.random_tasks(rng, maps), witness_tasks[::vocab_size]])
+    users = construction.all_user_inputs()
+    t_idx = np.repeat(np.arange(len(tasks)), len(users))
+    u_idx = np.tile(np.arange(len(users)), len(tasks))
+    module = SpecTransformer(construction.spec).float()
+    tokens = torch.from_numpy(construction.prompt_tokens(users[u_idx]))
+    virtual = torch.from_numpy(construction.virtual_tokens(tasks)[t_idx].astype(np.float32))
+    with torch.no_grad():
+        out = module(module.embed_tokens(tokens, virtual, construction.virtual_positions))
+    predicted = out[:, -1].argmax(-1).numpy()
+    want = construction.expected(tasks[t_idx], users[u_idx])[:, 0]
+    correct = int((predicted == want).sum())
+    return {"V": vocab_size, "pairs": len(want), "correct": correct, "accuracy": correct / len(want)}
+
+
+@check("petrov.thm2.two-token")
+def two_token(context: Context) -> Outcome:
+    letters = Vocabulary.letters(10)
+
+    def build(T: float | None) -> TwoToken:
+        return TwoToken(letters) if T is None else TwoToken(letters, inverse_temperature=T)
+
+    def demo(c: Construction) -> dict[str, Any]:
+        """The notebook's test: a seeded random map over A-J, all 100 pairs by greedy decoding."""
+        task = c.random_tasks(np.random.default_rng(0), 1)
+        users = c.all_user_inputs()
+        got = c.respond(np.repeat(c.virtual_tokens(task), len(users), axis=0), users)
+        correct = int(np.sum(got == c.expected(np.repeat(task, len(users), axis=0), users)))
+        return {"map": "random map over A-J (seed 0)", "pairs": len(users), "correct": correct,
+                "matches": correct == len(users)}
+
+    rho = build(None).ramp_width
+    derived = two_token_thresholds(10, rho)
+    threshold = {"formula": f"T* = {derived['certified_formula']} (rho = ramp width = {rho})",
+                 "value": derived["certified"], "proof": derived["checks"]}
+
+    largest = TwoToken(Vocabulary.letters(MAX_VOCAB_FLOAT64))
+    at_largest = certify_construction(largest)
+    try:
+        TwoToken(Vocabulary.letters(MAX_VOCAB_FLOAT64 + 1))
+        refused = None
+    except ConstructionError as exc:
+        refused = str(exc)
+    measured = [float32_accuracy(V) for V in FLOAT32_VOCABS]
+    exact32 = [m["V"] for m in measured if m["correct"] == m["pairs"]]
+    largest32 = max((V for V in exact32 if all(W in exact32 for W in range(2, V + 1))), default=None)
+    extra = {
+        "float64_precision": {
+            "holds": at_largest.holds and refused is not None,
+            "largest_exact_V": MAX_VOCAB_FLOAT64,
+            f"certificate_at_V={MAX_VOCAB_FLOAT64}": at_largest.holds,
+            f"V={MAX_VOCAB_FLOAT64 + 1}_refused": refused,
+            "argument": "V^V/2 rows encode into [1/2, 1), which holds 2^52 float64 values: "
+                        f"{rows_in_top_binade(MAX_VOCAB_FLOAT64):.3e} fit, "
+                        f"{rows_in_top_binade(MAX_VOCAB_FLOAT64 + 1):.3e} do not",
+        },
+        "float32_measured": {
+            "largest_V_all_correct": largest32,
+            "counting_limit": largest_vocab_for_precision(24),
+            "per_V": {m["V"]: f"{m['correct']}/{m['pairs']}" for m in measured},
+        },
+        "witness_threshold": {"formula": f"T_w = {derived['witness_formula']}", "value": derived["witness"],
+                              "meaning": "below T_w the all-(V-1) row answers its last digit wrongly"},
+    }
+    return check_construction(context, "petrov.thm2.two-token", build, threshold, demo,
+                              delta=TWO_TOKEN_DELTA, extra=extra)
