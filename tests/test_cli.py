@@ -129,7 +129,7 @@ def test_bad_seed_end_to_end_has_no_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        "verify: error: argument --seed: seed must be a non-negative integer, got '-1'"
+        "verify: error: argument --seed: must be a non-negative integer, got '-1'"
     ]
 
 

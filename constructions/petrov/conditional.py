@@ -73,11 +73,8 @@ def parse_total_map(vocab: Vocabulary, obj: Any, value_length: int | None = None
 
 
 def _layout(vocab_size: int) -> ResidualLayout:
-    layout = ResidualLayout()
-    for name, width in [("token", vocab_size), ("map", vocab_size), ("pos", 2), ("one", 1),
-                        ("copy", vocab_size), ("readout", 1)]:
-        layout.add(name, width)
-    return layout
+    return ResidualLayout([("token", vocab_size), ("map", vocab_size), ("pos", 2), ("one", 1),
+                           ("copy", vocab_size), ("readout", 1)])
 
 
 class Conditional(Construction):

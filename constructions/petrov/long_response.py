@@ -45,11 +45,8 @@ from constructions.vocab import Vocabulary
 
 
 def _layout(vocab_size: int, response_length: int) -> ResidualLayout:
-    layout = ResidualLayout()
-    for name, width in [("token", vocab_size), ("map", vocab_size), ("pos", 2 * response_length),
-                        ("one", 1), ("slot", vocab_size), ("user", vocab_size), ("readout", 1)]:
-        layout.add(name, width)
-    return layout
+    return ResidualLayout([("token", vocab_size), ("map", vocab_size), ("pos", 2 * response_length),
+                           ("one", 1), ("slot", vocab_size), ("user", vocab_size), ("readout", 1)])
 
 
 class LongResponse(Construction):

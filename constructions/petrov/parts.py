@@ -23,9 +23,12 @@ from constructions.spec import MLP, Attention
 class ResidualLayout:
     """Allocates named, disjoint coordinate ranges of the residual stream, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, widths: list[tuple[str, int]] | None = None) -> None:
+        """Optionally allocate ``widths`` = [(name, width), ...] in order."""
         self.ranges: dict[str, tuple[int, int]] = {}
         self.width = 0
+        for name, width in widths or []:
+            self.add(name, width)
 
     def add(self, name: str, width: int) -> slice:
         self.ranges[name] = (self.width, self.width + width)

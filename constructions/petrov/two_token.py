@@ -159,12 +159,9 @@ def digits_of(codes: np.ndarray, vocab_size: int) -> np.ndarray:
 
 def _layout(vocab_size: int) -> ResidualLayout:
     V = vocab_size
-    layout = ResidualLayout()
-    for name, width in [("token", V), ("map", V), ("pos", 3), ("one", 1), ("xcopy", V),
-                        ("pointer", V), ("rem", V), ("ramp", V * (V - 1)), ("digit", V),
-                        ("readout", 1)]:
-        layout.add(name, width)
-    return layout
+    return ResidualLayout([("token", V), ("map", V), ("pos", 3), ("one", 1), ("xcopy", V),
+                           ("pointer", V), ("rem", V), ("ramp", V * (V - 1)), ("digit", V),
+                           ("readout", 1)])
 
 
 def ramp_start(vocab_size: int, digit: int, threshold: int, ramp_width: Fraction) -> Fraction:

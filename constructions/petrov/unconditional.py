@@ -46,11 +46,8 @@ from constructions.vocab import Vocabulary
 
 
 def _layout(vocab_size: int, length: int) -> ResidualLayout:
-    layout = ResidualLayout()
-    for name, width in [("token", vocab_size), ("value", length), ("pos", length), ("one", 1),
-                        ("copy", length), ("readout", 1)]:
-        layout.add(name, width)
-    return layout
+    return ResidualLayout([("token", vocab_size), ("value", length), ("pos", length), ("one", 1),
+                           ("copy", length), ("readout", 1)])
 
 
 class Unconditional(Construction):
