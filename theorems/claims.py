@@ -79,6 +79,58 @@ CLAIMS: tuple[Claim, ...] = (
         assumptions=("behaviour = the greedy completion of length N",),
         evidence_kind="certificate",
     ),
+    Claim(
+        id="petrov.sec4.content-scaling",
+        paper=PETROV,
+        section="Sec. 4",
+        statement=("With a prefix, A^pt_ij = A_ij (1 - alpha_i) for every content key j, alpha_i = total "
+                   "attention on the prefix positions: relative attention over the content is unchanged."),
+        assumptions=(
+            "one attention layer, one head; S_ij = scale (W_Q x_i).(W_K x_j); prefix keys W_K s_k",
+            "causal mask or none (identity proved for any number m of visible content keys)",
+            "no LayerNorm or Linear biases (with them the prefix key is W_K LN(s) + b_K)",
+        ),
+        evidence_kind="symbolic",
+    ),
+    Claim(
+        id="petrov.sec4.output-bias",
+        paper=PETROV,
+        section="Sec. 4",
+        statement=("With one prefix vector s, t^pt_i = (1 - alpha_i) t_i + alpha_i W_V s: the prefix only "
+                   "biases the output toward a fixed vector."),
+        assumptions=(
+            "one attention layer, one head, n_S = 1; causal mask or none",
+            "no LayerNorm or Linear biases (otherwise the direction is W_V LN(s) + b_V)",
+        ),
+        evidence_kind="symbolic",
+    ),
+    Claim(
+        id="petrov.sec4.multi-prefix-convex",
+        paper=PETROV,
+        section="Sec. 4",
+        statement=("With n_S prefix vectors, t^pt_i = (1 - alpha_i) t_i + alpha_i sum_k beta_ik W_V s_k, "
+                   "beta_ik = A^pt_{i,s_k} / alpha_i in the probability simplex: the bias is a convex "
+                   "combination of W_V s_1..W_V s_nS."),
+        assumptions=(
+            "one attention layer, one head, any n_S >= 1; causal mask or none",
+            "no LayerNorm or Linear biases",
+        ),
+        evidence_kind="symbolic",
+    ),
+    Claim(
+        id="petrov.sec4.soft-prompt-is-prefix-in-layer-1",
+        paper=PETROV,
+        section="Sec. 4",
+        statement=("In the first layer, soft prompting (prepending input embeddings s_k) and prefix-tuning "
+                   "(prepending keys W_K s_k and values W_V s_k) give identical outputs at every content "
+                   "position; in deeper layers they differ."),
+        assumptions=(
+            "decoder block = attention + residual + MLP + residual, no LayerNorm, no positional "
+            "embedding at the prefix positions (or folded into s_k)",
+            "causal mask; the same s_k serve as the layer-1 prefix in both methods",
+        ),
+        evidence_kind="symbolic",
+    ),
 )
 
 
