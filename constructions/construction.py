@@ -25,6 +25,14 @@ from constructions.spec import TransformerSpec
 from constructions.vocab import Vocabulary
 
 
+def all_sequences(vocab_size: int, length: int) -> np.ndarray:
+    """Every sequence of ``length`` tokens, (V^length, length), in lexicographic order."""
+    if length == 0:
+        return np.zeros((1, 0), dtype=np.int64)
+    grids = np.meshgrid(*[np.arange(vocab_size)] * length, indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class CaseBatch:
     """A batch of input boxes for an interval certificate.
@@ -105,10 +113,7 @@ class Construction(ABC):
 
     def all_user_inputs(self) -> np.ndarray:
         """Every possible user input, (V ** n_user, n_user)."""
-        if self.n_user_tokens == 0:
-            return np.zeros((1, 0), dtype=np.int64)
-        grids = np.meshgrid(*[np.arange(self.vocab.size)] * self.n_user_tokens, indexing="ij")
-        return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
+        return all_sequences(self.vocab.size, self.n_user_tokens)
 
     # --- running ----------------------------------------------------------------------------
     def prompt_tokens(self, user: np.ndarray) -> np.ndarray:

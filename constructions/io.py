@@ -103,17 +103,23 @@ def export_construction(construction: Construction, out: Path, task: np.ndarray 
     return [out / name for name in written]
 
 
+def read_json(path: Path, error: type[PromptproofError], what: str) -> Any:
+    """The JSON value in ``path``; ``error`` with one clear line if it is missing or not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} {path} is not valid JSON: {exc}") from None
+
+
 def read_config(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     if not directory.is_dir():
         raise ExportError(f"{directory} is not a directory")
     path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise ExportError(f"missing {path}")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{path} is not valid JSON: {exc}") from None
+    config = read_json(path, ExportError, "config")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ExportError(f"{path} is not a promptproof construction config")
     if config.get("format_version") != FORMAT_VERSION:

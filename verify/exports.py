@@ -4,7 +4,6 @@ construction's checks re-run on whatever weights are on disk (a user may have ed
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import numpy as np
 
 from constructions.construction import Construction
 from constructions.errors import ConstructionError, ExportError, PromptproofError
-from constructions.io import export_construction, load_spec, load_virtual_tokens, read_config
+from constructions.io import export_construction, read_json, load_spec, load_virtual_tokens, read_config
 from constructions.petrov import CONSTRUCTIONS
 from constructions.vocab import Vocabulary
 from verify.certificates import certify_construction
@@ -57,14 +56,7 @@ def read_task(construction: Construction, target: str | None, map_file: Path | N
     if target is not None:
         return construction.parse_task(target)
     if map_file is not None:
-        path = Path(map_file)
-        if not path.is_file():
-            raise ConstructionError(f"map file {path} does not exist")
-        try:
-            obj = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConstructionError(f"map file {path} is not valid JSON: {exc}") from None
-        return construction.parse_task(obj)
+        return construction.parse_task(read_json(Path(map_file), ConstructionError, "map file"))
     return None
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from constructions.construction import Construction
+from constructions.construction import Construction, all_sequences
 from constructions.errors import ConstructionError
 from constructions.forward import embed, forward, generate, logits
 from constructions.petrov import demos
@@ -227,12 +227,6 @@ def long_response(context: Context) -> Outcome:
 
 CAPACITY_SMALL = {"V": 3, "N": 4}  # exhaustive: 3^4 = 81 targets, every real prompt up to n = 3
 CAPACITY_SAMPLES = 10_000
-
-
-def all_sequences(vocab_size: int, length: int) -> np.ndarray:
-    """Every sequence of ``length`` tokens, (V^length, length), in lexicographic order."""
-    grids = np.meshgrid(*[np.arange(vocab_size)] * length, indexing="ij")
-    return np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
 
 
 def count_real_prompt_behaviours(spec: TransformerSpec, vocab_size: int, n: int) -> int:

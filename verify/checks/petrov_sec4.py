@@ -194,6 +194,11 @@ def _numeric_control(variant: str, errors: list[float]) -> dict[str, Any]:
             "refuted": worst > CONTROL_MIN_ERROR}
 
 
+def _control(numeric: dict[str, Any], symbolic: dict[str, Any]) -> dict[str, Any]:
+    """A control is refuted only if BOTH its numeric and its symbolic form are refuted."""
+    return {**numeric, "symbolic": symbolic, "refuted": numeric["refuted"] and symbolic["refuted"]}
+
+
 def _evidence(claim_id: str, proof: dict[str, bool], worst: float, count: int, prefix_lengths, extra=None):
     return {
         "summary": f"sympy {sum(proof.values())}/{len(proof)} steps; {count} random instances, "
@@ -218,8 +223,7 @@ def content_scaling(context: Context) -> Outcome:
     worst = _worst([e[0] for e in errors])
     symbolic = _symbolic_control(cid)
     numeric = _numeric_control("A^pt_ij = A_ij (no (1 - alpha_i) factor)", [e[1] for e in errors])
-    control = {"no_scaling_factor": {**numeric, "symbolic": symbolic,
-                                     "refuted": numeric["refuted"] and symbolic["refuted"]}}
+    control = {"no_scaling_factor": _control(numeric, symbolic)}
     return Outcome(all(proof.values()) and worst <= TOLERANCE, _evidence(cid, proof, worst, len(errors), PREFIX_LENGTHS),
                    control, control["no_scaling_factor"]["refuted"])
 
@@ -235,10 +239,8 @@ def output_bias(context: Context) -> Outcome:
     dropped = _numeric_control("t^pt = (1 - alpha) t (bias W_V s dropped)", [e[1] for e in errors])
     wrong = _numeric_control("alpha taken from row i-1 (content length >= 2)", [e[2] for e in errors])
     control = {
-        "bias_dropped": {**dropped, "symbolic": symbolic["bias_dropped"],
-                         "refuted": dropped["refuted"] and symbolic["bias_dropped"]["refuted"]},
-        "alpha_from_wrong_row": {**wrong, "symbolic": symbolic["alpha_from_wrong_row"],
-                                 "refuted": wrong["refuted"] and symbolic["alpha_from_wrong_row"]["refuted"]},
+        "bias_dropped": _control(dropped, symbolic["bias_dropped"]),
+        "alpha_from_wrong_row": _control(wrong, symbolic["alpha_from_wrong_row"]),
     }
     return Outcome(all(proof.values()) and worst <= TOLERANCE, _evidence(cid, proof, worst, len(errors), (1,)),
                    control, all(c["refuted"] for c in control.values()))
@@ -254,8 +256,7 @@ def multi_prefix_convex(context: Context) -> Outcome:
     simplex = _worst([e[1] for e in errors])
     symbolic = _symbolic_control(cid)
     numeric = _numeric_control("beta_ik = A^pt_{i,s_k} (not divided by alpha_i)", [e[2] for e in errors])
-    control = {"unnormalised_beta": {**numeric, "symbolic": symbolic,
-                                     "refuted": numeric["refuted"] and symbolic["refuted"]}}
+    control = {"unnormalised_beta": _control(numeric, symbolic)}
     holds = all(proof.values()) and worst <= TOLERANCE and simplex <= TOLERANCE
     evidence = _evidence(cid, proof, worst, len(errors), PREFIX_LENGTHS, {"worst_simplex_violation": simplex})
     return Outcome(holds, evidence, control, control["unnormalised_beta"]["refuted"])
@@ -272,7 +273,7 @@ def soft_prompt_is_prefix(context: Context) -> Outcome:
     symbolic = _symbolic_control(cid)
     numeric = _numeric_control("soft prompt vs prefix-tuning (same s at each layer) after LAYER 2 of 2",
                                [e[1] for e in errors])
-    control = {"layer_2": {**numeric, "symbolic": symbolic, "refuted": numeric["refuted"] and symbolic["refuted"]}}
+    control = {"layer_2": _control(numeric, symbolic)}
     evidence = _evidence(cid, proof, worst, len(errors), PREFIX_LENGTHS,
                          {"model": "attention + residual + ReLU MLP + residual, no LayerNorm"})
     return Outcome(all(proof.values()) and worst <= TOLERANCE, evidence, control, control["layer_2"]["refuted"])
