@@ -8,16 +8,24 @@ certified model and the executed model cannot drift apart (LSRL's numeric/symbol
 
 Softmax is the log-sum-exp form  softmax(s)_j = exp(s_j - max_r s_r) / sum_r exp(s_r - max_r s_r),
 with masked entries set to -inf before the max.
+
+Prefix-tuning enters here too: ``prefix[l]`` (a :class:`PrefixKV`) holds n_S keys and values per
+head that block l's attention prepends to the content's own keys and values, the way prefix-
+tuning libraries do (post-projection, post-RoPE). Every content query attends to all n_S prefix
+keys and, causally, to the content keys:  A^pt_i = softmax( scale q_i . [k_s1..k_snS, k_1..k_n] ).
+``constructions.prefix`` builds the keys and values from prefix vectors s_k (the paper's form).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from constructions.errors import PromptproofError
-from constructions.spec import TransformerSpec
+from constructions.spec import Norm, TransformerSpec
 
 Tensor = Any  # an np.ndarray for NumpyOps, an interval box for interval ops
 
@@ -40,6 +48,33 @@ class Ops(Protocol):
     def relu(self, x: Tensor) -> Tensor: ...
 
     def add(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+
+class ArchitectureOps(Protocol):
+    """What a spec with norms, RoPE or a prefix needs on top of :class:`Ops` (NumpyOps has it;
+    the interval certificates do not, and refuse such specs)."""
+
+    def norm(self, x: Tensor, norm: Norm) -> Tensor:
+        """LayerNorm or RMSNorm over the last axis."""
+
+    def rotate(self, x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+        """RoPE: x * cos + rotate_half(x) * sin, cos/sin (n, width) broadcast over (B, H)."""
+
+    def concat(self, tensors: Sequence[Tensor], axis: int) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class PrefixKV:
+    """One block's prefix: keys (H, n_S, d_head) and values (H, n_S, d_v), or with a leading
+    batch axis (B, H, n_S, .). Keys are final (after any bias and RoPE): they are dotted with
+    the content queries as they are."""
+
+    keys: np.ndarray
+    values: np.ndarray
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[-2]
 
 
 class NumpyOps:
@@ -76,15 +111,38 @@ class NumpyOps:
     def add(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return x + y
 
+    def norm(self, x: np.ndarray, norm: Norm) -> np.ndarray:
+        if norm.kind == "layernorm":
+            centred = x - x.mean(axis=-1, keepdims=True)
+            return centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + norm.eps) * norm.w + norm.b
+        return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + norm.eps) * norm.w
+
+    def rotate(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+        half = x.shape[-1] // 2
+        rotated_half = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return x * cos + rotated_half * sin
+
+    def concat(self, tensors: Sequence[np.ndarray], axis: int) -> np.ndarray:
+        return np.concatenate(tensors, axis=axis)
+
 
 NUMPY = NumpyOps()
 
 
-def attention_mask(spec: TransformerSpec, n: int) -> np.ndarray:
-    """(n, n) boolean: True where query i may attend to key j (j <= i when causal)."""
-    if spec.causal:
-        return np.tril(np.ones((n, n), dtype=bool))
-    return np.ones((n, n), dtype=bool)
+def rotary_angles(base: float, width: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos, sin of p * theta_m, theta_m = base^(-2m/width), laid out [theta_0..theta_{w/2-1}] twice
+    (the "rotate half" layout). positions (n,) -> two (n, width) arrays."""
+    theta = base ** (-np.arange(0, width, 2, dtype=np.float64) / width)  # (width/2,)
+    angles = np.asarray(positions, dtype=np.float64)[:, None] * theta[None, :]  # (n, width/2)
+    angles = np.concatenate([angles, angles], axis=-1)  # (n, width)
+    return np.cos(angles), np.sin(angles)
+
+
+def attention_mask(spec: TransformerSpec, n: int, n_prefix: int = 0) -> np.ndarray:
+    """(n, n_prefix + n) boolean: True where content query i may attend to a key. Every query
+    sees all prefix keys; content key j is visible when j <= i (causal) or always."""
+    content = np.tril(np.ones((n, n), dtype=bool)) if spec.causal else np.ones((n, n), dtype=bool)
+    return np.concatenate([np.ones((n, n_prefix), dtype=bool), content], axis=1)
 
 
 def embed(
@@ -129,45 +187,91 @@ def forward(
     x: Tensor,
     ops: Ops = NUMPY,
     cache: dict[str, Tensor] | None = None,
+    prefix: Sequence[PrefixKV | None] | None = None,
+    positions: np.ndarray | None = None,
 ) -> Tensor:
     """Residual stream after the last block. x: (B, n, d) -> (B, n, d).
 
-    If ``cache`` is a dict it receives, per block l, 'blocks.l.attn.pattern' (B, H, n, n) and
+    prefix: one entry per block (None where a block has no prefix), see :class:`PrefixKV`.
+    positions: (n,) the content's positions for RoPE (default 0..n-1; a caller that puts a
+    prefix at positions 0..n_S-1 passes n_S..n_S+n-1). Absolute positional embeddings are
+    added by :func:`embed`, not here.
+    If ``cache`` is a dict it receives, per block l, 'blocks.l.attn.pattern' (B, H, n, n_S + n),
+    'blocks.l.attn.z' (B, H, n, d_v) (each head's mixed values, before W_O), and
     'blocks.l.resid_mid' / 'blocks.l.resid_post' (B, n, d) (TransformerLens-style names).
     """
     batch, n, d = x.shape
-    mask = attention_mask(spec, n)
+    if prefix is not None and len(prefix) != spec.n_layers:
+        raise PromptproofError(f"prefix: expected one entry per block ({spec.n_layers}), got {len(prefix)}")
+    if positions is None:
+        positions = np.arange(n)
+    if (spec.uses_norms_or_rotary or prefix is not None) and not hasattr(ops, "norm"):
+        raise PromptproofError(f"{type(ops).__name__} cannot run norms, RoPE or prefixes")
+    rotary: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # d_head -> (cos, sin)
     for index, block in enumerate(spec.blocks):
         attn = block.attention
         heads = attn.n_heads
+        layer_prefix = None if prefix is None else prefix[index]
         if heads:
             d_head, d_v = attn.W_Q.shape[2], attn.W_V.shape[2]
+            h = x if block.ln1 is None else ops.norm(x, block.ln1)  # (B, n, d)
 
             def project(W: np.ndarray, b: np.ndarray, width: int) -> Tensor:
                 # (B, n, d) @ (d, H*width) -> (B, n, H, width) -> (B, H, n, width)
-                flat = ops.linear(x, W.transpose(1, 0, 2).reshape(d, heads * width), b.reshape(-1))
+                flat = ops.linear(h, W.transpose(1, 0, 2).reshape(d, heads * width), b.reshape(-1))
                 return flat.reshape(batch, n, heads, width).transpose(0, 2, 1, 3)
 
             q = project(attn.W_Q, attn.b_Q, d_head)  # (B, H, n, d_head)
             k = project(attn.W_K, attn.b_K, d_head)  # (B, H, n, d_head)
             v = project(attn.W_V, attn.b_V, d_v)  # (B, H, n, d_v)
+            if spec.rotary_base is not None:
+                if d_head not in rotary:
+                    rotary[d_head] = rotary_angles(spec.rotary_base, d_head, positions)
+                q, k = ops.rotate(q, *rotary[d_head]), ops.rotate(k, *rotary[d_head])
+            n_prefix = 0
+            if layer_prefix is not None:
+                n_prefix = layer_prefix.length
+                keys, values = _prefix_arrays(layer_prefix, batch, (heads, d_head, d_v), index)
+                k = ops.concat([keys, k], axis=2)  # (B, H, n_S + n, d_head)
+                v = ops.concat([values, v], axis=2)  # (B, H, n_S + n, d_v)
             scores = ops.scale(ops.matmul(q, k.transpose(0, 1, 3, 2)), spec.attention_scale)
-            pattern = ops.softmax(scores, mask)  # (B, H, n, n), rows sum to 1
-            mixed = ops.matmul(pattern, v)  # (B, H, n, d_v)
-            # sum_h mixed_h @ W_O[h]  ==  (B, n, H*d_v) @ (H*d_v, d)
-            mixed = mixed.transpose(0, 2, 1, 3).reshape(batch, n, heads * d_v)
+            pattern = ops.softmax(scores, attention_mask(spec, n, n_prefix))  # (B, H, n, n_S + n)
+            z = ops.matmul(pattern, v)  # (B, H, n, d_v)
+            # sum_h z_h @ W_O[h]  ==  (B, n, H*d_v) @ (H*d_v, d)
+            mixed = z.transpose(0, 2, 1, 3).reshape(batch, n, heads * d_v)
             x = ops.add(x, ops.linear(mixed, attn.W_O.reshape(heads * d_v, d), attn.b_O))
             if cache is not None:
                 cache[f"blocks.{index}.attn.pattern"] = pattern
+                cache[f"blocks.{index}.attn.z"] = z
+        elif layer_prefix is not None:
+            raise PromptproofError(f"prefix for block {index}, which has no attention heads")
         if cache is not None:
             cache[f"blocks.{index}.resid_mid"] = x
         if block.mlp is not None:
             mlp = block.mlp
-            hidden = ops.relu(ops.linear(x, mlp.W_in, mlp.b_in))  # (B, n, d_mlp)
+            h = x if block.ln2 is None else ops.norm(x, block.ln2)
+            hidden = ops.relu(ops.linear(h, mlp.W_in, mlp.b_in))  # (B, n, d_mlp)
             x = ops.add(x, ops.linear(hidden, mlp.W_out, mlp.b_out))
         if cache is not None:
             cache[f"blocks.{index}.resid_post"] = x
     return x
+
+
+def _prefix_arrays(prefix: PrefixKV, batch: int, widths: tuple[int, int, int], index: int):
+    """The prefix's keys (B, H, n_S, d_head) and values (B, H, n_S, d_v), shapes validated.
+    Unbatched (H, n_S, .) arrays are shared by the whole batch."""
+    heads, d_head, d_v = widths
+    out = []
+    for name, width in (("keys", d_head), ("values", d_v)):
+        array = np.asarray(getattr(prefix, name), dtype=np.float64)
+        if array.ndim == 3:
+            array = np.broadcast_to(array, (batch, *array.shape))
+        expected = (batch, heads, prefix.length, width)
+        if array.shape != expected:
+            raise PromptproofError(f"prefix of block {index}: {name} expected shape {expected[1:]} or "
+                                   f"{expected}, got {getattr(prefix, name).shape}")
+        out.append(array)
+    return out[0], out[1]
 
 
 def logits(spec: TransformerSpec, resid: Tensor, ops: Ops = NUMPY) -> Tensor:

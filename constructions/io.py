@@ -58,6 +58,8 @@ def export_construction(construction: Construction, out: Path, task: np.ndarray 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
+    if construction.spec.uses_norms_or_rotary:
+        raise ExportError("the export format covers the construction architecture (no norms, no RoPE)")
     config: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

