@@ -145,7 +145,17 @@ def reverse_order_loss(log_a: torch.Tensor, pairs: list[tuple[int, int, int]], s
 
 def search(spec: TransformerSpec, x: np.ndarray, mode: str, seed: int, n_prefix: int = 1) -> dict[str, Any]:
     """Adam on one parameter set (``mode``) to reverse every query's content order. Returns the
-    update as numpy arrays (and how far it moved)."""
+    update as numpy arrays. Tensors are tiny (6 x 7): one intra-op thread (more threads only
+    spin, and on a loaded machine cost 10x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _search(spec, x, mode, seed, n_prefix)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _search(spec: TransformerSpec, x: np.ndarray, mode: str, seed: int, n_prefix: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     module = SpecTransformer(spec).blocks[0]
     for parameter in module.parameters():
@@ -245,7 +255,6 @@ def soft_prompt_layer_2_change(rng: np.random.Generator) -> float:
 def finetune_changes_attention(context: Context) -> Outcome:
     cid = "petrov.sec4.finetune-changes-attention"
     rng = context.rng(cid)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     proof = petrov_eq7.prove()
 
     flipped = tried = 0
