@@ -1,4 +1,4 @@
-"""``python -m verify``: list | all | run | export | check-export | bench.
+"""``python -m verify``: list | all | run | real-model | export | check-export | bench.
 
 Exit codes: 0 = every claim run passed (or was skipped); 1 = a claim failed or errored, or
 exported weights fail their checks; 2 = bad input (one line on stderr, nothing written).
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -48,6 +49,15 @@ def build_parser() -> Parser:
     p_run = sub.add_parser("run", help="run the claims whose id starts with one of the given prefixes")
     p_run.add_argument("ids", nargs="+", metavar="ID_OR_PREFIX")
     add_run_options(p_run)
+
+    p_real = sub.add_parser("real-model", help="run the real-model claims (peft prefix-tuning on a local "
+                                               "Hugging Face model) and write their figures")
+    p_real.add_argument("--model", type=Path, metavar="DIR",
+                        help="local model directory (model_type bert, roberta or gpt2; eager attention); "
+                             "default: the packaged all-MiniLM-L6-v2")
+    add_run_options(p_real)
+    p_real.add_argument("--figures", type=Path, default=Path("notes/figures"), metavar="DIR",
+                        help="where the PNG figures go (default notes/figures; created if missing)")
 
     p_export = sub.add_parser("export", help="write a construction as weights (safetensors + config.json)")
     p_export.add_argument("name", help="unconditional | conditional | long-response | two-token")
@@ -110,7 +120,7 @@ def cmd_list(console: Console) -> int:
 
 
 def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> int:
-    from verify.registry import CHECKS, Context, run_claim
+    from verify.registry import CHECKS, Context
     from verify.report import render_table, report_json, write_json_atomically
 
     implemented = [c for c in CLAIMS if c.id in CHECKS]
@@ -120,6 +130,17 @@ def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> 
             raise UsageError(f"unknown claim id or prefix {pattern!r} (see: python -m verify list)")
     _check_output_path(args.json)
     context = Context(seed=args.seed, quick=getattr(args, "quick", False), retrain=getattr(args, "retrain", False))
+    results = _run_claims(chosen, context)
+    render_table(results, console)
+    if args.json is not None:
+        write_json_atomically(report_json(results, args.seed), args.json)
+    return EXIT_OK if all(r.status in ("pass", "skipped") for r in results) else EXIT_FAILED
+
+
+def _run_claims(chosen: list, context: Any) -> list:
+    """Run ``chosen`` claims in order with a progress bar (or one line per claim) on stderr."""
+    from verify.registry import run_claim
+
     results = []
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -131,10 +152,44 @@ def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> 
                 err.print(f"running {claim.id} ...", highlight=False)
             results.append(run_claim(claim, context))
             progress.advance(bar)
+    return results
+
+
+REAL_MODEL_CLAIMS = ("petrov.sec4.real-model", "petrov.sec6.cross-layer-attention-shift")
+
+
+def cmd_real_model(args: argparse.Namespace, console: Console) -> int:
+    """Validate everything (output paths, the optional extra, the model directory, that it loads
+    with eager attention) before any work; write the JSON report and the figures only at the end."""
+    from verify.real_model import missing_extra
+    from verify.registry import Context
+    from verify.report import render_table, report_json, write_json_atomically
+
+    _check_output_path(args.json)
+    figures = args.figures
+    if figures.exists() and not figures.is_dir():
+        raise UsageError(f"cannot write figures into {figures}: it is not a directory")
+    reason = missing_extra(need_default_model=args.model is None)
+    if reason is not None:
+        raise UsageError(reason)
+    from verify.checks.petrov_sec4_real import shared_suite
+    from verify.real_model.figures import write_figures
+    from verify.real_model.loading import default_model_dir
+    from verify.real_model.suite import validate
+
+    model_dir = (args.model if args.model is not None else default_model_dir()).resolve()
+    validate(model_dir)  # ModelDirError (exit 2): missing, unsupported, not eager, unusable tokenizer
+    chosen = [c for c in CLAIMS if c.id in REAL_MODEL_CLAIMS]
+    context = Context(seed=args.seed, model_dir=model_dir)
+    results = _run_claims(chosen, context)
     render_table(results, console)
+    if all(r.status in ("pass", "fail") for r in results):
+        suite, _ = shared_suite(context)  # cached: the run the claims just made
+        for path in write_figures(suite, figures):
+            console.print(f"wrote {path}", highlight=False)
     if args.json is not None:
         write_json_atomically(report_json(results, args.seed), args.json)
-    return EXIT_OK if all(r.status in ("pass", "skipped") for r in results) else EXIT_FAILED
+    return EXIT_OK if all(r.status == "pass" for r in results) else EXIT_FAILED
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
@@ -182,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run([c.id for c in CLAIMS], args, console)
         if args.command == "run":
             return cmd_run(args.ids, args, console)
+        if args.command == "real-model":
+            return cmd_real_model(args, console)
         if args.command == "export":
             return cmd_export(args, console)
         if args.command == "check-export":

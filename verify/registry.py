@@ -6,6 +6,7 @@ import hashlib
 import time
 import traceback
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -16,11 +17,16 @@ from verify.result import ClaimResult, Outcome
 
 @dataclass(frozen=True)
 class Context:
-    """What every check receives: the run's seed and whether training claims are skipped."""
+    """What every check receives: the run's seed and whether training claims are skipped.
+
+    ``model_dir``: the local Hugging Face model the real-model checks run on (``verify
+    real-model --model DIR``); None means their default, the packaged all-MiniLM-L6-v2.
+    """
 
     seed: int
     quick: bool = False
     retrain: bool = False
+    model_dir: Path | None = None
 
     def rng(self, claim_id: str) -> np.random.Generator:
         """A generator seeded by (run seed, stable hash of the claim id): independent of

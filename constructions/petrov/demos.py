@@ -17,8 +17,9 @@ def case_flip(symbols: tuple[str, ...]) -> dict[str, str]:
     return {s: s.swapcase() if s in string.ascii_letters else s for s in symbols}
 
 
-def animals_and_foods(symbols: tuple[str, ...]) -> dict[str, str]:
+def animals_and_foods(symbols: tuple[str, ...], response_length: int | None = None) -> dict[str, str]:
     """Long-response demo: a capital letter continues into an animal, a lower-case letter into a
-    food ("b" -> "lueberries", so the text reads "blueberries"); other symbols answer blanks."""
+    food ("b" -> "lueberries", so the text reads "blueberries"); other symbols answer blanks.
+    With ``response_length`` every continuation is cut to that many symbols ("b" -> "lue")."""
     words = {w[0]: w for w in ANIMALS + FOODS}
-    return {s: words[s][1:] if s in words else "" for s in symbols}
+    return {s: words[s][1:][:response_length] if s in words else "" for s in symbols}

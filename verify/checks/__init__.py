@@ -1,3 +1,10 @@
 """Importing this package registers every check with ``verify.registry``."""
 
-from verify.checks import petrov_sec3, petrov_sec4, petrov_sec4_finetune  # noqa: F401
+from verify.checks import (  # noqa: F401
+    oymak,
+    petrov_sec3,
+    petrov_sec4,
+    petrov_sec4_finetune,
+    petrov_sec4_real,
+    petrov_sec4_rotation,
+)

@@ -208,19 +208,30 @@ def conditional(context: Context) -> Outcome:
     return check_construction(context, "petrov.thm2.conditional", build, symbolic_threshold("conditional", V=94), demo)
 
 
+QUICK_RESPONSE_LENGTH = 3  # N0 under --quick (the full run uses 10)
+
+
 @check("petrov.thm2.long-response")
 def long_response(context: Context) -> Outcome:
+    """Default N0 = 10; under --quick N0 = QUICK_RESPONSE_LENGTH (the same checks and controls on a
+    smaller instance: the certificate's cost grows with V^2 N0, 36 s at N0 = 10)."""
+    n0 = QUICK_RESPONSE_LENGTH if context.quick else 10
+
     def build(T: float | None) -> LongResponse:
-        return LongResponse(_ascii()) if T is None else LongResponse(_ascii(), inverse_temperature=T)
+        if T is None:
+            return LongResponse(_ascii(), response_length=n0)
+        return LongResponse(_ascii(), response_length=n0, inverse_temperature=T)
 
     def demo(c: Construction) -> dict[str, Any]:
-        task = c.parse_task(demos.animals_and_foods(c.vocab.symbols))
+        task = c.parse_task(demos.animals_and_foods(c.vocab.symbols, n0))
         out = "b" + c.vocab.decode(c.respond(c.virtual_tokens(task), c.vocab.encode("b")[None])[0]).rstrip()
+        expected = "b" + "lueberries"[:n0]
         return {"map": "capital -> animal, lower case -> food", "input": "b", "generated": out,
-                "matches": out == "blueberries"}
+                "matches": out == expected}
 
+    extra = {"quick_mode": {"quick": True, "N0": n0, "full_run_N0": 10}} if context.quick else None
     return check_construction(context, "petrov.thm2.long-response", build,
-                              symbolic_threshold("long-response", V=94, N0=10), demo)
+                              symbolic_threshold("long-response", V=94, N0=n0), demo, extra=extra)
 
 
 # --- petrov.sec3.capacity -------------------------------------------------------------------

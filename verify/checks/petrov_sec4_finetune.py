@@ -34,6 +34,7 @@ from constructions.layers import spec_from_layers
 from constructions.prefix import prefix_from_vectors, soft_prompted_forward
 from constructions.spec import Attention, TransformerSpec
 from constructions.torch_module import SpecTransformer
+from constructions.torch_threads import torch_threads
 from theorems import petrov_eq7
 from theorems.strategies import random_layer_weights
 from verify.registry import Context, check
@@ -147,12 +148,8 @@ def search(spec: TransformerSpec, x: np.ndarray, mode: str, seed: int, n_prefix:
     """Adam on one parameter set (``mode``) to reverse every query's content order. Returns the
     update as numpy arrays. Tensors are tiny (6 x 7): one intra-op thread (more threads only
     spin, and on a loaded machine cost 10x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _search(spec, x, mode, seed, n_prefix)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _search(spec: TransformerSpec, x: np.ndarray, mode: str, seed: int, n_prefix: int) -> dict[str, Any]:
