@@ -183,6 +183,24 @@ CLAIMS: tuple[Claim, ...] = (
         evidence_kind="randomized",
     ),
     Claim(
+        id="petrov.sec5.descending-not-learnable",
+        paper=PETROV,
+        section="Sec. 5 (notebook 01_cannot_learn_new_task)",
+        statement=("After pretraining a 1-layer, 1-head transformer on ascending sort, a prefix trained on "
+                   "descending sort stays near 0% exact match while full fine-tuning of the same model "
+                   "learns descending sort (paper, one seed: 0.00% vs 84.91%)."),
+        assumptions=(
+            "minGPT-style model: 1 layer, 1 head, n_embd 96, LayerNorm, learned positions, dropout 0.1; "
+            "a 1-position prefix replacing the attention input in every layer",
+            "digit tasks of the companion code: length 10, digits 0..7, vocabulary 10; split by sha256; "
+            "exact match of 10 greedy tokens on 3,200 seeded test examples",
+            "cpu scale (verify/experiments/scales.py): 4,000 pretraining, 2,000 fine-tuning, 8,000 prefix "
+            "steps (1/5 of the paper's), 3 seeds",
+            "holds when, on every seed: prefix < 5%, full fine-tuning > 50%, pretrained ascending > 50%",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
         id="oymak.c1.prompt-attention-more-expressive",
         paper=OYMAK,
         section="Abstract, contribution (1) (our formalization: notes/oymak.md)",

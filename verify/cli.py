@@ -1,4 +1,4 @@
-"""``python -m verify``: list | all | run | real-model | export | check-export | bench.
+"""``python -m verify``: list | all | run | real-model | export | check-export | bench | experiments.
 
 Exit codes: 0 = every claim run passed (or was skipped); 1 = a claim failed or errored, or
 exported weights fail their checks; 2 = bad input (one line on stderr, nothing written).
@@ -77,6 +77,18 @@ def build_parser() -> Parser:
     p_bench = sub.add_parser("bench", help="benchmarks that print figures and ratios")
     p_bench.add_argument("suite", nargs="?", default="constructions", choices=["constructions"])
     p_bench.add_argument("--targets", type=_positive_int, default=10_000, help="random targets to verify")
+
+    from verify.experiments.scales import EXPERIMENTS, SCALES
+
+    p_exp = sub.add_parser("experiments", help="training experiments: use current run records or train, "
+                                                "print accuracies and benchmark, write figures")
+    p_exp.add_argument("name", choices=EXPERIMENTS, metavar="NAME", help=" | ".join(EXPERIMENTS))
+    p_exp.add_argument("--scale", choices=SCALES, default="cpu", help="ci | cpu (default) | paper")
+    p_exp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p_exp.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
+    p_exp.add_argument("--retrain", action="store_true", help="ignore run records and checkpoints")
+    p_exp.add_argument("--figures", type=Path, default=Path("notes/figures"), metavar="DIR",
+                       help="where the PNG figures go (default notes/figures)")
     return parser
 
 
@@ -227,6 +239,26 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
+    """Validate device and figure directory first; then records or training, table, figures."""
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: CUDA is not available on this machine")
+    if args.figures.exists() and not args.figures.is_dir():
+        raise UsageError(f"cannot write figures into {args.figures}: it is not a directory")
+    from verify.experiments.experiments import run_experiment
+    from verify.experiments.present import present
+
+    err = Console(stderr=True)
+    runs = run_experiment(args.name, args.scale, tuple(range(args.seeds)), args.device, args.retrain,
+                          log=lambda line: err.print(line, highlight=False))
+    for path in present(args.name, runs, console, args.figures):
+        console.print(f"wrote {path}", highlight=False)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
@@ -245,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_check_export(args, console)
         if args.command == "bench":
             return cmd_bench(args, console)
+        if args.command == "experiments":
+            return cmd_experiments(args, console)
         raise UsageError(f"unknown command {args.command!r}")
     except PromptproofError as exc:
         print(f"verify: error: {exc}", file=sys.stderr)

@@ -7,4 +7,5 @@ from verify.checks import (  # noqa: F401
     petrov_sec4_finetune,
     petrov_sec4_real,
     petrov_sec4_rotation,
+    petrov_sec5,
 )

@@ -1,0 +1,142 @@
+"""Each training experiment as a function (config, seed) -> metrics, and the record-aware runner.
+
+``descending`` (petrov.sec5.descending-not-learnable, paper notes 4.1):
+    M_0  = GPT trained from scratch on ascending sort            ("pretrained")
+    M_ft = M_0 with every weight fine-tuned on descending sort    ("finetuned")
+    M_pt = M_0 frozen + a prefix (n_S positions) on descending    ("prefix")
+    M_c  = M_0 frozen + a prefix trained on ascending             ("control_prefix": a task the
+           pretrained model already has, which a prefix must be able to elicit)
+  metrics: exact-match accuracy of each model on the seeded 3,200-example test sets of ascending
+  and descending, trainable parameter counts, per-stage steps/s and seconds, and the layer-1
+  attention pattern of each model on the paper's input [2,6,0,1,4,6,3,0,1,2] followed by the
+  model's own greedy answer (the sequence it attends over while generating).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from constructions.torch_threads import torch_threads
+from verify.experiments import records
+from verify.experiments.gpt import GPT, GPTConfig, add_prefix, count_parameters, generate, unfreeze_all
+from verify.experiments.scales import config_for
+from verify.experiments.tasks import LENGTH, exact_match
+from verify.experiments.train import StageConfig, StageResult, train_stage
+
+PAPER_INPUT = (2, 6, 0, 1, 4, 6, 3, 0, 1, 2)  # notebook 01's attention-map input
+
+
+class Runner:
+    """Trains the stages of one (experiment, scale, seed) run with checkpoints under ``directory``."""
+
+    def __init__(self, config: dict, seed: int, device: str, directory: Path | None, key: str,
+                 quiet: bool = False, label: str = "") -> None:
+        self.config, self.seed, self.device = config, seed, device
+        self.directory, self.key, self.quiet, self.label = directory, key, quiet, label
+        self.timings: dict[str, dict] = {}
+
+    def stage(self, model: GPT, name: str) -> StageResult:
+        """Train stage ``name`` of the config on ``model`` (in place), resuming from its checkpoint."""
+        stage = StageConfig(**self.config["stages"][name])
+        checkpoint = None if self.directory is None else self.directory / f"{name}.pt"
+        result = train_stage(model, stage, self.seed, self.config["n_prefix"], checkpoint,
+                             f"{self.key}:{name}", f"{self.label}{name}", quiet=self.quiet)
+        self.timings[name] = {"steps": result.steps, "steps_run": result.steps_run,
+                              "seconds": round(result.seconds, 2),
+                              "steps_per_second": round(result.steps_per_second, 1) if result.steps_run else None,
+                              "final_loss": round(result.final_loss, 4)}
+        return result
+
+    def accuracy(self, model: GPT, task: str) -> float:
+        return exact_match(model, task, self.seed, self.config["n_prefix"], self.config["eval_examples"])
+
+    def new_model(self) -> GPT:
+        torch.manual_seed(self.seed)
+        return GPT(GPTConfig(**self.config["model"])).to(self.device)
+
+
+def attention_on(model: GPT, n_prefix: int, inp: tuple[int, ...] = PAPER_INPUT) -> dict:
+    """Layer-1, head-1 attention (T, T) over [dummy prefix] + inp + the model's greedy answer[:-1]."""
+    device = next(model.parameters()).device
+    x = torch.tensor([[0] * n_prefix + list(inp)], device=device)
+    answer = generate(model, x, LENGTH)  # (1, 10)
+    seq = torch.cat([x, answer[:, :-1]], dim=1)  # (1, n_S + 19)
+    pattern = model.attention_patterns(seq)[0][0, 0]  # (T, T)
+    return {"tokens": seq[0].tolist(), "answer": answer[0].tolist(),
+            "pattern": np.round(pattern.cpu().numpy(), 4).tolist()}
+
+
+def descending(config: dict, seed: int, device: str = "cpu", directory: Path | None = None, key: str = "",
+               quiet: bool = False) -> dict:
+    """Pretrain on ascending; fine-tune fully and prefix-tune on descending; control prefix on
+    ascending. Returns the metrics (accuracies in [0, 1])."""
+    run = Runner(config, seed, device, directory, key, quiet, label=f"seed {seed} ")
+    n_prefix = config["n_prefix"]
+    pretrained = run.new_model()
+    run.stage(pretrained, "pretrain")
+    finetuned = copy.deepcopy(pretrained)
+    unfreeze_all(finetuned)
+    full_params = count_parameters(finetuned)
+    run.stage(finetuned, "finetune")
+    prefix_generator = torch.Generator().manual_seed(seed)
+    prefixed = copy.deepcopy(pretrained)
+    add_prefix(prefixed, n_prefix, prefix_generator)
+    prefix_params = count_parameters(prefixed)
+    run.stage(prefixed, "prefix")
+    control = copy.deepcopy(pretrained)
+    add_prefix(control, n_prefix, prefix_generator)
+    run.stage(control, "control_prefix")
+    models = {"pretrained": pretrained, "finetuned": finetuned, "prefix": prefixed}
+    accuracy = {name: {task: run.accuracy(m, task) for task in ("ascending", "descending")}
+                for name, m in models.items()}
+    accuracy["control_prefix"] = {"ascending": run.accuracy(control, "ascending")}
+    return {"accuracy": accuracy,
+            "parameters": {"model": full_params, "full_finetune": full_params, "prefix": prefix_params},
+            "training": run.timings,
+            "attention": {name: attention_on(m, n_prefix) for name, m in models.items()}}
+
+
+EXPERIMENT_FUNCTIONS: dict[str, Callable[..., dict]] = {"descending": descending}
+
+
+def run_experiment(name: str, scale: str = "cpu", seeds: tuple[int, ...] = (0, 1, 2), device: str = "cpu",
+                   retrain: bool = False, results_dir: Path = records.RESULTS_DIR,
+                   checkpoint_dir: Path | None = records.CHECKPOINT_DIR, quiet: bool = False,
+                   log: Callable[[str], None] | None = None) -> list[dict]:
+    """One record per seed: the current record when its key matches (and not ``retrain``),
+    otherwise train (resuming from checkpoints of the same key), write the record, return it.
+    Each returned record carries ``path`` (where it lies) and ``reused`` (True: not retrained)."""
+    config = config_for(name, scale)
+    code = records.code_hash()
+    out = []
+    for seed in seeds:
+        record = None if retrain else records.load_current(name, scale, seed, config, code, results_dir)
+        path = records.record_path(name, scale, seed, results_dir)
+        if record is None:
+            key = records.run_key(name, scale, seed, config, code)
+            directory = None if checkpoint_dir is None else checkpoint_dir / name / scale / f"seed{seed}"
+            if retrain and directory is not None:
+                for stale in directory.glob("*.pt"):
+                    stale.unlink()
+            start = time.perf_counter()
+            with torch_threads(1):
+                metrics = EXPERIMENT_FUNCTIONS[name](config, seed, device, directory, key, quiet)
+            metrics["seconds_total"] = round(time.perf_counter() - start, 1)
+            metrics["device"] = device
+            path = records.write_record(name, scale, seed, config, code, metrics, results_dir)
+            record = records.load_current(name, scale, seed, config, code, results_dir)
+            reused = False
+            if log is not None:
+                log(f"{name} seed {seed}: trained in {metrics['seconds_total']} s -> {records.relative(path)}")
+        else:
+            reused = True
+            if log is not None:
+                log(f"{name} seed {seed}: current record {records.relative(path)}")
+        out.append({**record, "path": records.relative(path), "reused": reused})
+    return out

@@ -1,0 +1,69 @@
+"""Figures of the training experiments, drawn from run records (no model needed).
+
+* attention maps: layer-1 attention of the pretrained, fully fine-tuned and prefix-tuned models on
+  the same input (rows = query positions, columns = key positions, tokens on the axes);
+* accuracy table: mean exact match over seeds (bars) with every seed's value (dots), beside the
+  paper's single-seed numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+TITLES = {"pretrained": "pretrained (ascending)", "finetuned": "fully fine-tuned (descending)",
+          "prefix": "prefix-tuned (descending)"}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def attention_maps(record: dict, path: Path) -> Path:
+    """Three attention maps (one record = one seed) side by side."""
+    stored = record["metrics"]["attention"]  # records are written with sorted keys: reorder
+    maps = {name: stored[name] for name in (*TITLES, *sorted(set(stored) - set(TITLES))) if name in stored}
+    fig, axes = plt.subplots(1, len(maps), figsize=(5.2 * len(maps), 5))
+    for ax, (name, item) in zip(np.atleast_1d(axes), maps.items(), strict=True):
+        pattern = np.asarray(item["pattern"])
+        ax.imshow(pattern, cmap="viridis", vmin=0, vmax=1)
+        labels = [str(t) for t in item["tokens"]]
+        ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_title(f"{TITLES.get(name, name)}\nanswer {''.join(map(str, item['answer']))}", fontsize=9)
+        ax.set_xlabel("key token")
+        ax.set_ylabel("query token")
+    fig.suptitle(f"layer-1 attention, seed {record['seed']} ({record['scale']} scale); position 0 = prefix slot",
+                 fontsize=10)
+    return _save(fig, path)
+
+
+def accuracy_table(rows: dict[str, list[float]], paper: dict[str, float], title: str, path: Path) -> Path:
+    """rows: label -> per-seed accuracies in [0, 1]; paper: label -> the paper's value."""
+    labels = list(rows)
+    fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 4))
+    x = np.arange(len(labels))
+    means = [100 * float(np.mean(rows[k])) for k in labels]
+    ax.bar(x - 0.2, means, width=0.4, label="ours (mean over seeds)", color="tab:blue")
+    for i, k in enumerate(labels):
+        ax.scatter([i - 0.2] * len(rows[k]), [100 * v for v in rows[k]], color="black", s=10, zorder=3)
+    ax.bar(x + 0.2, [100 * paper.get(k, np.nan) for k in labels], width=0.4, label="paper", color="tab:orange")
+    for i, m in enumerate(means):
+        ax.text(i - 0.2, m + 1, f"{m:.1f}", ha="center", fontsize=7)
+    ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("exact match (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
