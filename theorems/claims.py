@@ -201,6 +201,27 @@ CLAIMS: tuple[Claim, ...] = (
         evidence_kind="trained",
     ),
     Claim(
+        id="petrov.sec5.elicits-pretrained-tasks",
+        paper=PETROV,
+        section="Sec. 5 (notebook 02_can_extract_pretrained_task)",
+        statement=("A 1-layer transformer pretrained on a mixture of ascending sort, descending sort, +1 and +2 "
+                   "without a task indicator has each skill, and one prefix per task elicits it: the prefix "
+                   "trained on a task reaches high exact match on that task and about 0% on the other three "
+                   "(paper, one seed: 94.09 / 83.72 / 99.62 / 99.78% on the diagonal, at most 0.66% off it; the "
+                   "pretrained model without a prefix 31.44 / 19.16 / 29.97 / 15.62%)."),
+        assumptions=(
+            "minGPT-style model: 1 layer, 4 heads, no LayerNorm before attention, learned positions, dropout 0.1; "
+            "a 1-position prefix replacing the attention input",
+            "digit tasks of the companion code: length 10, digits 0..7, vocabulary 10; split by sha256; "
+            "exact match of 10 greedy tokens on 3,200 seeded test examples",
+            "cpu scale (verify/experiments/scales.py): n_embd 128 (paper 256); 8,000 pretraining steps at lr 1e-3 "
+            "(paper 20,000 at 5e-4); 1,000 steps per prefix at lr 1e-2 (paper 30,000 at 5e-5); 3 seeds",
+            "holds when, on every seed and task: the task's prefix > 50% on it, < 5% on each other task, and the "
+            "pretrained model without prefix below the prefix",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
         id="oymak.c1.prompt-attention-more-expressive",
         paper=OYMAK,
         section="Abstract, contribution (1) (our formalization: notes/oymak.md)",

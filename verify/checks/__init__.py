@@ -8,4 +8,5 @@ from verify.checks import (  # noqa: F401
     petrov_sec4_real,
     petrov_sec4_rotation,
     petrov_sec5,
+    petrov_sec5_elicit,
 )

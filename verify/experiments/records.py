@@ -4,7 +4,11 @@ A record is one JSON file ``notes/results/<experiment>/<scale>-seed<k>.json``:
     {"experiment", "scale", "seed", "config", "code_hash", "key", "metrics", "created"}
 with
     code_hash = sha256 over the bytes of every file in PRODUCING_FILES (in order, name-tagged)
-    key       = sha256( code_hash + canonical JSON of {experiment, scale, seed, config} )
+    key       = sha256( code_hash + own + canonical JSON of {experiment, scale, seed, config} )
+where ``own`` is empty for an experiment defined in experiments.py and, for one defined in a module
+of its own (EXPERIMENT_FILES, e.g. ``elicit`` in elicit.py), the code_hash of that module's files:
+each record's key covers exactly the code that produced it, and adding an experiment module does
+not change the keys of the others.
 A record is *current* when its stored key equals the key recomputed from today's code and config:
 then it is used as is. Any edit to the producing code or the configuration changes the key, so a
 stale record is never trusted; ``retrain`` ignores records altogether. Records are written
@@ -25,6 +29,8 @@ RESULTS_DIR = REPO / "notes" / "results"
 CHECKPOINT_DIR = REPO / "out" / "experiments"  # ignored by git (/out/)
 # The code whose behaviour determines a run's numbers (records.py and the CLI do not).
 PRODUCING_FILES: tuple[str, ...] = ("gpt.py", "tasks.py", "train.py", "experiments.py")
+# Experiments defined outside experiments.py: their own producing files, hashed into their keys.
+EXPERIMENT_FILES: dict[str, tuple[str, ...]] = {"elicit": ("elicit.py",)}
 
 
 def code_hash(files: tuple[str, ...] = PRODUCING_FILES, directory: Path | None = None) -> str:
@@ -43,9 +49,11 @@ def canonical(obj: Any) -> str:
 
 
 def run_key(experiment: str, scale: str, seed: int, config: dict, code: str) -> str:
-    """The identity of a run: hash of the producing code and of everything in its configuration."""
+    """The identity of a run: hash of the producing code (the shared files' ``code`` and the
+    experiment's own files, if any) and of everything in its configuration."""
+    own = code_hash(EXPERIMENT_FILES[experiment]) if experiment in EXPERIMENT_FILES else ""
     payload = canonical({"experiment": experiment, "scale": scale, "seed": seed, "config": config})
-    return hashlib.sha256((code + payload).encode()).hexdigest()
+    return hashlib.sha256((code + own + payload).encode()).hexdigest()
 
 
 def record_path(experiment: str, scale: str, seed: int, results_dir: Path = RESULTS_DIR) -> Path:

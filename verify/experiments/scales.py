@@ -13,6 +13,7 @@ A configuration is plain JSON-able data: it is hashed into the run record's key.
 from __future__ import annotations
 
 from copy import deepcopy
+from importlib import import_module
 
 SCALES = ("ci", "cpu", "paper")
 
@@ -59,6 +60,52 @@ CONFIGS: dict[str, dict[str, dict]] = {
                                               "control_prefix": 20}, eval_examples=320),
     },
 }
+
+# --- petrov.sec5.elicits-pretrained-tasks (paper notes 4.2, notebook 02) -------------------------
+# 1 layer, 4 heads, n_embd 256, no LayerNorm before attention (skip_layer_norm), dropout 0.1, prefix
+# of 1 position. Pretrain on the mixture "random" 20,000 steps at lr 5e-4; one prefix per mixture
+# task, 30,000 steps at lr 5e-5 each. Ours in addition: a control prefix on double_hist (a task
+# outside the mixture) with the prefixes' settings.
+_ELICIT_PREFIX = {"lr": 5e-5, "weight_decay": 0.01, "dropout_on": False}
+_ELICIT_PAPER = {
+    "model": {"vocab_size": 10, "block_size": 20, "n_layer": 1, "n_head": 4, "n_embd": 256,
+              "dropout": 0.1, "skip_layer_norm": True},
+    "n_prefix": 1,
+    "eval_examples": 3200,
+    "stages": {
+        "pretrain": {"task": "random", "iters": 20_000, "lr": 5e-4, "weight_decay": 0.1, "dropout_on": True},
+        **{f"prefix_{t}": {"task": t, "iters": 30_000, **_ELICIT_PREFIX}
+           for t in ("ascending", "descending", "add1", "add2")},
+        "control_prefix_double_hist": {"task": "double_hist", "iters": 30_000, **_ELICIT_PREFIX},
+    },
+}
+
+
+def _elicit_scaled(n_embd: int, pretrain: int, pretrain_lr: float, prefix: int, prefix_lr: float,
+                   eval_examples: int | None = None) -> dict:
+    """The paper's elicit config with another width, pretraining steps / lr, and prefix steps / lr
+    for every prefix stage (the control's included)."""
+    out = deepcopy(_ELICIT_PAPER)
+    out["stages"]["pretrain"]["lr"] = pretrain_lr
+    out["model"]["n_embd"] = n_embd
+    out = _with_iters(out, {name: pretrain if name == "pretrain" else prefix for name in out["stages"]},
+                      eval_examples)
+    for name, stage in out["stages"].items():
+        if name != "pretrain":
+            stage["lr"] = prefix_lr
+    return out
+
+
+CONFIGS["elicit"] = {
+    "paper": _ELICIT_PAPER,
+    # Width 256 -> 128 (at 256 the 21 evaluations alone take 4 minutes a seed), pretraining 2.5x
+    # shorter at 2x the lr, prefixes 30x shorter at lr 1e-2 (at 1e-3, 800 steps of a prefix did not
+    # elicit add1 from a model that had it): about 6 minutes a seed. See notes/experiments.md.
+    "cpu": _elicit_scaled(128, 8000, 1e-3, 1000, 1e-2),
+    "ci": _elicit_scaled(32, 40, 1e-3, 20, 1e-2, eval_examples=320),
+}
+# Experiments whose function lives in a module of their own, which registers it on import.
+EXPERIMENT_MODULES: dict[str, str] = {"elicit": "verify.experiments.elicit"}
 EXPERIMENTS = tuple(CONFIGS)
 
 # The paper's numbers (notes 4.1, notebook 01, one seed), as fractions. Keys: "<model> <task>".
@@ -66,11 +113,28 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "descending": {"pretrained ascending": 0.9141, "pretrained descending": 0.0,
                    "finetuned ascending": 0.0, "finetuned descending": 0.8491,
                    "prefix ascending": 0.0009, "prefix descending": 0.0},
+    # notes 4.2, cell 10 (seed 1428): rows = prefix (or none), columns = test task.
+    "elicit": {
+        "pretrained ascending": 0.3144, "pretrained descending": 0.1916, "pretrained add1": 0.2997,
+        "pretrained add2": 0.1562,
+        "prefix_ascending ascending": 0.9409, "prefix_ascending descending": 0.0,
+        "prefix_ascending add1": 0.0, "prefix_ascending add2": 0.0,
+        "prefix_descending ascending": 0.0003, "prefix_descending descending": 0.8372,
+        "prefix_descending add1": 0.0022, "prefix_descending add2": 0.0066,
+        "prefix_add1 ascending": 0.0, "prefix_add1 descending": 0.0, "prefix_add1 add1": 0.9962,
+        "prefix_add1 add2": 0.0,
+        "prefix_add2 ascending": 0.0, "prefix_add2 descending": 0.0, "prefix_add2 add1": 0.0016,
+        "prefix_add2 add2": 0.9978,
+    },
 }
 
 
 def config_for(experiment: str, scale: str) -> dict:
-    """A copy of the configuration (ValueError for an unknown experiment or scale)."""
+    """A copy of the configuration (ValueError for an unknown experiment or scale). For an
+    experiment in EXPERIMENT_MODULES this imports its module, which registers its function with
+    the runner (so ``run_experiment`` finds it whoever calls it first)."""
+    if experiment in EXPERIMENT_MODULES:
+        import_module(EXPERIMENT_MODULES[experiment])
     if experiment not in CONFIGS:
         raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
     if scale not in SCALES:
