@@ -189,31 +189,28 @@ def _search(spec: TransformerSpec, x: np.ndarray, mode: str, seed: int, n_prefix
 
 
 def _torch_log_attention(attn, module, h, mode, params, n_prefix) -> torch.Tensor:
-    """log of head 0's content attention (n, n) under the candidate update."""
-    W_Q, W_K, W_V = attn.W_Q, attn.W_K, attn.W_V
+    """log of head 0's content attention (n, n) under the candidate update: the torch module's own
+    attention layer, run with the updated weights swapped in (torch.func.functional_call)."""
+    weights: dict[str, torch.Tensor] = {}
     prefix = None
     if mode == "full":
-        W_Q, W_K = W_Q + params["dW_Q"], W_K + params["dW_K"]
+        weights = {"W_Q": attn.W_Q + params["dW_Q"], "W_K": attn.W_K + params["dW_K"]}
     elif mode == "lora_K":
-        W_K = W_K + params["B"] @ params["A"]
+        weights = {"W_K": attn.W_K + params["B"] @ params["A"]}
     elif mode == "lora_V":
-        W_V = W_V + params["B"] @ params["A"]
-    elif mode == "prefix_vectors":
+        weights = {"W_V": attn.W_V + params["B"] @ params["A"]}
+    elif mode == "prefix_vectors":  # the block's own norm and projections applied to s (paper form)
         s = params["s"] if module.ln1 is None else module.ln1(params["s"])
-        prefix = (torch.einsum("nd,hde->hne", s, W_K) + attn.b_K[:, None, :],
-                  torch.einsum("nd,hde->hne", s, W_V) + attn.b_V[:, None, :])
+        prefix = (torch.einsum("nd,hde->hne", s, attn.W_K) + attn.b_K[:, None, :],
+                  torch.einsum("nd,hde->hne", s, attn.W_V) + attn.b_V[:, None, :])
     elif mode == "prefix_kv":
         prefix = (params["keys"], params["values"])
-    n = h.shape[1]
-    q = torch.einsum("bnd,hde->bhne", h, W_Q) + attn.b_Q[:, None, :]
-    k = torch.einsum("bnd,hde->bhne", h, W_K) + attn.b_K[:, None, :]
-    offset = 0
-    if prefix is not None:
-        offset = n_prefix
-        k = torch.cat([prefix[0].expand(1, *prefix[0].shape), k], dim=2)
-    scores = attn.attention_scale * (q @ k.transpose(-1, -2))[0, 0]  # (n, n_S + n)
-    allowed = torch.ones(n, offset + n, dtype=torch.bool).tril(offset)
-    return torch.log_softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)[:, offset:]
+    _, pattern = torch.func.functional_call(attn, weights, (h, prefix))  # (1, H, n, n_S + n)
+    offset = 0 if prefix is None else n_prefix
+    # masked (future) keys have weight exactly 0: clamping them keeps log and its gradient finite
+    # there (the loss never reads them); every visible weight is far above the clamp
+    content = pattern[0, 0, :, offset:].clamp_min(torch.finfo(pattern.dtype).tiny)
+    return torch.log(content)
 
 
 def measure(spec: TransformerSpec, x: np.ndarray, mode: str, found: dict[str, np.ndarray]) -> Reordering:
