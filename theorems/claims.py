@@ -81,6 +81,21 @@ CLAIMS: tuple[Claim, ...] = (
         evidence_kind="certificate",
     ),
     Claim(
+        id="petrov.sec3.capacity.trained-model",
+        paper=PETROV,
+        section="Sec. 3 (LLaMA count, paper notes 4.5), counted on a trained model",
+        statement=("On a transformer trained from scratch, one virtual first token reaches many more distinct greedy "
+                   "completions than all V real first tokens, which reach at most V (paper, LLaMA-7B: 24,426 "
+                   "distinct of 32,000 real tokens vs 46,812 of 48,218 virtual tokens)."),
+        assumptions=(
+            "the mixture-pretrained digit model of the skills experiment (verify/experiments/skills.py), V = 10",
+            "virtual tokens: 2,000 draws e ~ N(0, s^2 I) put in place of the first position's input E_tok + E_pos[0], "
+            "s = RMS of the real first-position inputs; completion = 10 greedy tokens",
+            "holds when, on every one of 3 seeds, #distinct(virtual) >= 2 x #distinct(real)",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
         id="petrov.sec4.content-scaling",
         paper=PETROV,
         section="Sec. 4",
@@ -218,6 +233,97 @@ CLAIMS: tuple[Claim, ...] = (
             "(paper 20,000 at 5e-4); 1,000 steps per prefix at lr 1e-2 (paper 30,000 at 5e-5); 3 seeds",
             "holds when, on every seed and task: the task's prefix > 50% on it, < 5% on each other task, and the "
             "pretrained model without prefix below the prefix",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
+        id="petrov.sec5.combines-skills",
+        paper=PETROV,
+        section="Sec. 5 (notebook 03_can_learn_new_task_same_attention)",
+        statement=("Pretrained on the 4-task mixture, a transformer has 0% on sort-and-increment (sort(x) + 1), yet a "
+                   "prefix learns it, combining the pretrained sorting and increment skills (paper: 71.59% after "
+                   "500,000 prefix steps; pretrained 0.00%)."),
+        assumptions=(
+            "the skills experiment (verify/experiments/skills.py): minGPT-style model with LayerNorm, learned "
+            "positions; cpu scale 2 layers x 4 heads x 64 (paper 4 x 4 x 256); one pretrained model shared with "
+            "the double-histogram, LoRA, Appendix B and capacity claims; cpu scale: a prefix of 48 positions per "
+            "layer put in front of the attention input (paper: 10, replacing dummy positions)",
+            "holds when, on every one of 3 seeds, the prefix exceeds 25% on sort-and-increment and the pretrained "
+            "model by 20 points",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
+        id="petrov.sec5.double-histogram-not-learnable",
+        paper=PETROV,
+        section="Sec. 5 (notebooks 03 and 04)",
+        statement=("From the same mixture-pretrained model, a prefix cannot learn double histogram (out_k = number of "
+                   "occurrences of x_k), a task that needs an attention pattern the model does not have (paper: "
+                   "0.62% with 10 positions, 0.31% with 12)."),
+        assumptions=(
+            "the skills experiment's model and prefix (see petrov.sec5.combines-skills)",
+            "holds when the prefix stays below 5% on every one of 3 seeds; rank-1 LoRA on the same task and model "
+            "is the control that shows the task is learnable at this scale",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
+        id="petrov.sec6.lora-learns-double-histogram",
+        paper=PETROV,
+        section="Sec. 6 (notebook 04_prefix_tuning_vs_lora)",
+        statement=("Low-rank LoRA on the attention output projection and both MLP projections, with exactly the "
+                   "prefix's number of trainable parameters, learns double histogram where the prefix fails (paper: "
+                   "rank 1 vs 12 positions, 92.38% vs 0.31%, 12,288 parameters each)."),
+        assumptions=(
+            "per layer rank-r LoRA has r((d + d) + (d + 4d) + (4d + d)) = 12 r d parameters = a prefix of 12 r "
+            "positions; paper r = 1; cpu scale r = 4 against 48 positions (6,144 parameters each at 2 x 64), "
+            "since at width 64 rank 1 learns the task too slowly for the CPU budget",
+            "the skills experiment's model (see petrov.sec5.combines-skills); LoRA as minLoRA: W + (alpha/r) B A, "
+            "alpha 1, B = 0 at init",
+            "holds when the counts are equal and, on every one of 3 seeds, LoRA > 50% and the prefix < 5%",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
+        id="petrov.appB.prefix-attention-spread",
+        paper=PETROV,
+        section="App. B (longer_prefixes.ipynb)",
+        statement=("The attention that a content position pays to the individual positions of a longer prefix, "
+                   "renormalised over the prefix, varies little across inputs, so the prefix does not use the span "
+                   "of its value vectors freely (paper, GPT-2 on Emotion: per-layer mean 99th-1st percentile "
+                   "spread 0.016-0.174)."),
+        assumptions=(
+            "our models: the skills experiment's trained prefixes (sort-and-increment, double histogram; 48 "
+            "positions at cpu scale)",
+            "statistic: attention of the last input position to each prefix position, renormalised over the prefix, "
+            "over 1,000 seeded test inputs; per layer the mean over heads and positions of the 99th-1st percentile "
+            "range (the paper takes head index = layer index; we average over heads)",
+            "holds when every layer of every prefix on every one of 3 seeds is below 0.2",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
+        id="petrov.appC.translation-needs-lora",
+        paper=PETROV,
+        section="App. C (authors' reply to the reviews; branch memory_capacity)",
+        statement=("A model pretrained on translating words into one language (English -> German) cannot learn, "
+                   "through a prefix, to translate the same words into another language (English -> Spanish); "
+                   "LoRA with the same number of trainable parameters can (authors' reply: LoRA reaches 94%; "
+                   "the prefix 'fails to learn', no number given)."),
+        assumptions=(
+            "no bilingual word list available: a seeded generated lexicon (verify/experiments/lexicon.py) of 150 "
+            "source words, each translated into language A (pretraining) and independently into B (the new "
+            "task), 30% cognates per language (a letter-level sound change plus a suffix), 70% arbitrary words",
+            "minGPT-style model, character level, vocabulary 30: 2 layers, 4 heads, n_embd 64 (branch 4 x 4 x 256); "
+            "a 32-position prefix in every layer vs LoRA rank 2 on c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj: "
+            "4,096 trainable parameters each, exactly equal (branch: prefix 66 vs rank 4 with lm_head, "
+            "67,584 vs 66,680)",
+            "exact match of the greedy whole-word translation (through EOS) over the trained word list "
+            "(memorisation, no held-out split)",
+            "cpu scale: pretraining 1,500 steps at lr 1e-3, prefix 1,200 at 1e-2, LoRA 1,000 at 2e-2 (branch: "
+            "50,000 at 5e-4, 100,000 at 5e-5, 50,000 at 1e-3); 3 seeds",
+            "holds when, on every seed: LoRA on B > 50%, prefix on B < 10%, pretrained on A > 80%, and LoRA "
+            "parameters <= prefix parameters",
         ),
         evidence_kind="trained",
     ),

@@ -75,8 +75,10 @@ def build_parser() -> Parser:
     p_check.add_argument("--seed", type=_seed, default=0)
 
     p_bench = sub.add_parser("bench", help="benchmarks that print figures and ratios")
-    p_bench.add_argument("suite", nargs="?", default="constructions", choices=["constructions"])
+    p_bench.add_argument("suite", nargs="?", default="constructions", choices=["constructions", "training"],
+                         help="constructions (default): verification speed; training: steps/s of the experiments")
     p_bench.add_argument("--targets", type=_positive_int, default=10_000, help="random targets to verify")
+    p_bench.add_argument("--steps", type=_positive_int, default=100, help="training: steps timed per stage")
 
     from verify.experiments.scales import EXPERIMENTS, SCALES
 
@@ -233,6 +235,11 @@ def cmd_check_export(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    if args.suite == "training":
+        from verify.bench_training import bench_training
+
+        bench_training(console, args.steps)
+        return EXIT_OK
     from verify.bench import bench_constructions
 
     bench_constructions(console, args.targets)

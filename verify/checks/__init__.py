@@ -2,6 +2,7 @@
 
 from verify.checks import (  # noqa: F401
     oymak,
+    petrov_appC,
     petrov_sec3,
     petrov_sec4,
     petrov_sec4_finetune,
@@ -9,4 +10,5 @@ from verify.checks import (  # noqa: F401
     petrov_sec4_rotation,
     petrov_sec5,
     petrov_sec5_elicit,
+    petrov_sec5_skills,
 )

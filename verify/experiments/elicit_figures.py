@@ -11,15 +11,13 @@ uses the current records only (it never trains) and writes sec5_elicit_matrix[_<
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
-from verify.experiments import records
 from verify.experiments.elicit import prefix_stage
-from verify.experiments.figures import _save, plt
-from verify.experiments.scales import PAPER_NUMBERS, config_for
+from verify.experiments.figures import _save, plt, redraw_main
+from verify.experiments.scales import PAPER_NUMBERS
 from verify.experiments.tasks import MIXTURE
 
 ROWS = ("pretrained", *(prefix_stage(t) for t in MIXTURE))
@@ -55,23 +53,13 @@ def cross_matrix(runs: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
+def draw(runs: list[dict], figures_dir: Path, suffix: str = "") -> list[Path]:
+    """The figures ``python -m verify experiments elicit`` writes besides the generic ones."""
+    return [cross_matrix(runs, figures_dir / f"sec5_elicit_matrix{suffix}.png")]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default="cpu", choices=("ci", "cpu", "paper"))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=records.REPO / "notes" / "figures")
-    args = parser.parse_args(argv)
-    config, code = config_for("elicit", args.scale), records.code_hash()
-    runs = []
-    for seed in range(args.seeds):
-        record = records.load_current("elicit", args.scale, seed, config, code)
-        if record is None:
-            parser.error(f"no current record for elicit {args.scale} seed {seed}: run the check or "
-                         f"`python -m verify experiments elicit` first")
-        runs.append(record)
-    suffix = "" if args.scale == "cpu" else f"_{args.scale}"
-    print(f"wrote {cross_matrix(runs, args.out / f'sec5_elicit_matrix{suffix}.png')}")
-    return 0
+    return redraw_main("elicit", draw, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from verify.experiments import records
 from verify.experiments.gpt import GPT, GPTConfig, add_prefix, count_parameters, generate, unfreeze_all
 from verify.experiments.scales import config_for
 from verify.experiments.tasks import LENGTH, exact_match
-from verify.experiments.train import StageConfig, StageResult, train_stage
+from verify.experiments.train import BatchStream, StageConfig, StageResult, train_stage
 
 PAPER_INPUT = (2, 6, 0, 1, 4, 6, 3, 0, 1, 2)  # notebook 01's attention-map input
 
@@ -41,12 +41,13 @@ class Runner:
         self.directory, self.key, self.quiet, self.label = directory, key, quiet, label
         self.timings: dict[str, dict] = {}
 
-    def stage(self, model: GPT, name: str) -> StageResult:
-        """Train stage ``name`` of the config on ``model`` (in place), resuming from its checkpoint."""
+    def stage(self, model: GPT, name: str, stream: BatchStream | None = None) -> StageResult:
+        """Train stage ``name`` of the config on ``model`` (in place), resuming from its checkpoint;
+        batches from ``stream`` (default: the stage's digit task)."""
         stage = StageConfig(**self.config["stages"][name])
         checkpoint = None if self.directory is None else self.directory / f"{name}.pt"
         result = train_stage(model, stage, self.seed, self.config["n_prefix"], checkpoint,
-                             f"{self.key}:{name}", f"{self.label}{name}", quiet=self.quiet)
+                             f"{self.key}:{name}", f"{self.label}{name}", quiet=self.quiet, stream=stream)
         self.timings[name] = {"steps": result.steps, "steps_run": result.steps_run,
                               "seconds": round(result.seconds, 2),
                               "steps_per_second": round(result.steps_per_second, 1) if result.steps_run else None,

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -67,3 +68,31 @@ def accuracy_table(rows: dict[str, list[float]], paper: dict[str, float], title:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def redraw_main(name: str, draw: Callable[[list[dict], Path, str], list[Path]], description: str,
+                argv: list[str] | None = None) -> int:
+    """``python -m verify.experiments.<name>_figures [--scale] [--seeds] [--out]``: redraw an
+    experiment's own figures from its CURRENT records (it never trains; a missing or stale record
+    is a usage error, exit 2)."""
+    import argparse
+
+    from verify.experiments import records
+    from verify.experiments.scales import config_for
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--scale", default="cpu", choices=("ci", "cpu", "paper"))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=records.REPO / "notes" / "figures")
+    args = parser.parse_args(argv)
+    config, code = config_for(name, args.scale), records.code_hash()
+    runs = []
+    for seed in range(args.seeds):
+        record = records.load_current(name, args.scale, seed, config, code)
+        if record is None:
+            parser.error(f"no current record for {name} {args.scale} seed {seed}: run the check or "
+                         f"`python -m verify experiments {name}` first")
+        runs.append(record)
+    for path in draw(runs, args.out, "" if args.scale == "cpu" else f"_{args.scale}"):
+        print(f"wrote {path}")
+    return 0

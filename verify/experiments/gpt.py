@@ -24,6 +24,15 @@ Adaptation methods (only the adapter's parameters are trainable, except for full
     attn.c_proj, mlp.c_fc and mlp.c_proj.
   * full fine-tuning: every weight.
 The prefix positions hold the dummy token 0 in the input, as in the companion code.
+
+``prefix_mode`` "prepend" (ours, for prefixes longer than the dummy positions a model was pretrained
+with): the n_S prefix rows are put IN FRONT of the attention input instead of replacing its first
+rows, u = [s_1; ...; s_{n_S}; h_{l-1}] (B, n_S + T, d), and only the last T output rows are kept; a
+soft prompt likewise adds n_S rows in front of the block-1 input that run through every layer and
+are dropped before the head. Content positions keep their position embeddings 0..T-1, and the
+sequence needs no dummy tokens. For content rows the two modes compute the same function of the
+prefix rows (the rows of a replaced prefix never reach content except through their keys and
+values); only the content position ids differ (test: equal logits when E_pos = 0).
 """
 
 from __future__ import annotations
@@ -49,6 +58,11 @@ class GPTConfig:
     n_embd: int = 96
     dropout: float = 0.1
     skip_layer_norm: bool = False  # ln_1 = identity (notebook 02)
+    prefix_mode: str = "replace"  # "replace" (companion code) | "prepend" (rows in front; module docstring)
+
+    def __post_init__(self) -> None:
+        if self.prefix_mode not in ("replace", "prepend"):
+            raise ValueError(f"prefix_mode must be 'replace' or 'prepend', got {self.prefix_mode!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -114,18 +128,25 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
+        self.prepend = config.prefix_mode == "prepend"
         self.ln_1 = nn.Identity() if config.skip_layer_norm else nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config)
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
     def forward(self, h: torch.Tensor, prefix: torch.Tensor | None) -> torch.Tensor:
-        """h (B, T, d); prefix (n_S, d) or None: the attention input's first n_S rows become prefix."""
-        u = h
-        if prefix is not None:
+        """h (B, T, d); prefix (n_S, d) or None: the attention input's first n_S rows become the
+        prefix ("replace"), or the prefix rows go in front of it ("prepend")."""
+        if prefix is None:
+            h = h + self.attn(self.ln_1(h))
+        elif self.prepend:
+            n = prefix.shape[0]
+            u = torch.cat([prefix.unsqueeze(0).expand(h.shape[0], -1, -1), h], dim=1)  # (B, n_S + T, d)
+            h = h + self.attn(self.ln_1(u))[:, n:, :]
+        else:
             n = prefix.shape[0]
             u = torch.cat([prefix.unsqueeze(0).expand(h.shape[0], -1, -1), h[:, n:, :]], dim=1)  # (B, T, d)
-        h = h + self.attn(self.ln_1(u))
+            h = h + self.attn(self.ln_1(u))
         return h + self.mlp(self.ln_2(h))
 
 
@@ -152,16 +173,22 @@ class GPT(nn.Module):
         """idx (B, T) token ids -> logits (B, T, V)."""
         B, T = idx.shape
         h = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))  # (B, T, d)
+        n_soft = 0
         if self.soft_prompt is not None:
             n = self.soft_prompt.shape[0]
-            h = torch.cat([self.soft_prompt.unsqueeze(0).expand(B, -1, -1), h[:, n:, :]], dim=1)
+            soft = self.soft_prompt.unsqueeze(0).expand(B, -1, -1)  # (B, n_S, d)
+            if self.config.prefix_mode == "prepend":
+                h, n_soft = torch.cat([soft, h], dim=1), n  # (B, n_S + T, d)
+            else:
+                h = torch.cat([soft, h[:, n:, :]], dim=1)
         h = self.drop(h)
         for layer, block in enumerate(self.blocks):
             h = block(h, None if self.prefix is None else self.prefix[layer])
-        return self.lm_head(self.ln_f(h))  # (B, T, V)
+        return self.lm_head(self.ln_f(h[:, n_soft:, :]))  # (B, T, V)
 
     def attention_patterns(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        """One (B, H, T, T) attention pattern per layer for ``idx`` (eval mode, no grad)."""
+        """One (B, H, T', T') attention pattern per layer for ``idx`` (eval mode, no grad): T' = T,
+        or n_S + T in "prepend" mode with a prefix or soft prompt (the prefix rows first)."""
         attns = [block.attn for block in self.blocks]
         for a in attns:
             a.keep_pattern = True

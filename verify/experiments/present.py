@@ -3,6 +3,7 @@ paper's), the benchmark line (training steps/s per stage, total time), the recor
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,10 @@ from rich.table import Table
 
 from verify.experiments import figures
 from verify.experiments.scales import PAPER_NUMBERS
+
+# Experiments with figures of their own: module with draw(runs, figures_dir, suffix) -> [paths].
+EXTRA_FIGURES: dict[str, str] = {"elicit": "verify.experiments.elicit_figures",
+                                 "skills": "verify.experiments.skills_figures"}
 
 
 def accuracy_rows(runs: list[dict]) -> dict[str, list[float]]:
@@ -62,4 +67,6 @@ def present(name: str, runs: list[dict], console: Console, figures_dir: Path) ->
                                       figures_dir / f"sec5_{name}_accuracy{suffix}.png")]
     if "attention" in runs[0]["metrics"]:
         written.append(figures.attention_maps(runs[0], figures_dir / f"sec5_{name}_attention{suffix}.png"))
+    if name in EXTRA_FIGURES:
+        written += import_module(EXTRA_FIGURES[name]).draw(runs, figures_dir, suffix)
     return written

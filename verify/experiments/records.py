@@ -30,7 +30,8 @@ CHECKPOINT_DIR = REPO / "out" / "experiments"  # ignored by git (/out/)
 # The code whose behaviour determines a run's numbers (records.py and the CLI do not).
 PRODUCING_FILES: tuple[str, ...] = ("gpt.py", "tasks.py", "train.py", "experiments.py")
 # Experiments defined outside experiments.py: their own producing files, hashed into their keys.
-EXPERIMENT_FILES: dict[str, tuple[str, ...]] = {"elicit": ("elicit.py",)}
+EXPERIMENT_FILES: dict[str, tuple[str, ...]] = {"elicit": ("elicit.py",), "skills": ("skills.py",),
+                                                "translation": ("translation.py", "lexicon.py")}
 
 
 def code_hash(files: tuple[str, ...] = PRODUCING_FILES, directory: Path | None = None) -> str:

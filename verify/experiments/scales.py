@@ -104,9 +104,13 @@ CONFIGS["elicit"] = {
     "cpu": _elicit_scaled(128, 8000, 1e-3, 1000, 1e-2),
     "ci": _elicit_scaled(32, 40, 1e-3, 20, 1e-2, eval_examples=320),
 }
-# Experiments whose function lives in a module of their own, which registers it on import.
-EXPERIMENT_MODULES: dict[str, str] = {"elicit": "verify.experiments.elicit"}
-EXPERIMENTS = tuple(CONFIGS)
+# Experiments whose function lives in a module of their own, which registers it on import. The
+# later modules (skills, translation) also own their configurations and paper numbers: importing
+# them adds CONFIGS[name] and PAPER_NUMBERS[name] (config_for imports them first).
+EXPERIMENT_MODULES: dict[str, str] = {"elicit": "verify.experiments.elicit",
+                                      "skills": "verify.experiments.skills",
+                                      "translation": "verify.experiments.translation"}
+EXPERIMENTS = (*CONFIGS, *(name for name in EXPERIMENT_MODULES if name not in CONFIGS))
 
 # The paper's numbers (notes 4.1, notebook 01, one seed), as fractions. Keys: "<model> <task>".
 PAPER_NUMBERS: dict[str, dict[str, float]] = {

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from rich.console import Console
@@ -93,14 +94,25 @@ def _progress(description: str, total: int, start: int, quiet: bool) -> Iterator
         yield update
 
 
+class BatchStream(Protocol):
+    """Where a stage's batches come from: next() -> (x, y) long tensors (B, T) with y = IGNORE where
+    no loss is taken; state() / load_state() make it checkpointable. TaskStream is one."""
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def state(self) -> dict: ...
+    def load_state(self, state: dict) -> None: ...
+
+
 def train_stage(model: GPT, stage: StageConfig, seed: int, n_prefix: int, checkpoint: Path | None,
                 key: str, description: str = "train", stop_at: int | None = None,
-                quiet: bool = False) -> StageResult:
+                quiet: bool = False, stream: BatchStream | None = None) -> StageResult:
     """Train the trainable parameters of ``model`` in place for ``stage.iters`` steps (or until
-    ``stop_at``, to simulate an interruption), resuming from ``checkpoint`` when its key matches."""
+    ``stop_at``, to simulate an interruption), resuming from ``checkpoint`` when its key matches.
+    Batches come from ``stream`` (default: the digit task ``stage.task``, seeded by ``seed``)."""
     device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(decay_groups(model, stage.weight_decay), lr=stage.lr, betas=(0.9, 0.95))
-    stream = TaskStream(stage.task, seed, n_prefix, stage.batch_size)
+    if stream is None:
+        stream = TaskStream(stage.task, seed, n_prefix, stage.batch_size)
     torch.manual_seed(seed)  # dropout draws
     step, losses = 0, []
     if checkpoint is not None and checkpoint.exists():

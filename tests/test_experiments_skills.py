@@ -1,0 +1,232 @@
+"""Tests of the 'skills' experiment (combines-skills, double-histogram, LoRA parity, Appendix B
+spread, capacity count): configs, the measurements on hand-made models, the ci pipeline end to end,
+and every verdict with its control on synthetic records."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from constructions.torch_threads import torch_threads
+from verify.checks import petrov_sec5_skills as checks
+from verify.experiments.experiments import run_experiment
+from verify.experiments.gpt import GPT, GPTConfig, add_lora, add_prefix, count_parameters, generate
+from verify.experiments.scales import EXPERIMENTS, config_for
+from verify.experiments.skills import capacity_count, prefix_attention_spread
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    with torch_threads(1):
+        yield
+
+
+def small_model(n_layer: int = 2, n_embd: int = 16, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(block_size=31, n_layer=n_layer, n_head=2, n_embd=n_embd, dropout=0.0)).eval()
+
+
+def test_skills_is_listed_and_paper_config_is_notebooks_03_04():
+    assert "skills" in EXPERIMENTS
+    paper = config_for("skills", "paper")
+    assert paper["model"] == {"vocab_size": 10, "block_size": 31, "n_layer": 4, "n_head": 4, "n_embd": 256,
+                              "dropout": 0.1, "skip_layer_norm": False, "prefix_mode": "replace"}
+    assert paper["n_prefix"] == paper["prefix_length"] == 12
+    assert paper["lora"] == {"rank": 1, "targets": ["c_proj", "c_fc"], "alpha": 1.0}
+    assert paper["stages"]["pretrain"]["iters"] == 40_000 and paper["stages"]["lora_double_hist"]["lr"] == 5e-3
+    assert paper["stages"]["prefix_ascending_add1"]["iters"] == 500_000
+
+
+def test_cpu_config_has_lora_and_prefix_parity():
+    cpu = config_for("skills", "cpu")
+    assert cpu["prefix_length"] == 12 * cpu["lora"]["rank"] and cpu["n_prefix"] == 12
+    assert cpu["model"]["prefix_mode"] == "prepend"
+    model = GPT(GPTConfig(**cpu["model"]))
+    lora, prefix = copy.deepcopy(model), copy.deepcopy(model)
+    add_lora(lora, cpu["lora"]["rank"], tuple(cpu["lora"]["targets"]))
+    add_prefix(prefix, cpu["prefix_length"], torch.Generator().manual_seed(0))
+    assert count_parameters(lora) == count_parameters(prefix)
+
+
+@pytest.mark.parametrize(("n_layer", "n_embd"), [(1, 8), (2, 64), (4, 256)])
+def test_rank1_lora_on_paper_targets_equals_a_12_position_prefix(n_layer, n_embd):
+    model = GPT(GPTConfig(block_size=31, n_layer=n_layer, n_head=4, n_embd=n_embd))
+    lora, prefix = copy.deepcopy(model), copy.deepcopy(model)
+    add_lora(lora, 1)
+    add_prefix(prefix, 12, torch.Generator().manual_seed(0))
+    assert count_parameters(lora) == count_parameters(prefix) == 12 * n_layer * n_embd
+
+
+def test_equal_prefix_vectors_give_uniform_prefix_attention_and_zero_spread():
+    model = small_model()
+    add_prefix(model, 12, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.prefix[:] = model.prefix[:, :1, :]  # every prefix position holds the same vector
+    s = prefix_attention_spread(model, "double_hist", 0, 12, 12, 100)
+    assert np.allclose(s["prefix_spread"], 0.0, atol=1e-6)
+    assert np.allclose(s["mean_prefix_weights"], 1 / 12, atol=1e-5)
+    assert np.max(s["content_spread"]) > 1e-3  # content attention of a random model still varies
+
+
+def test_distinct_prefix_vectors_are_measured_as_input_dependent():
+    model = small_model()
+    add_prefix(model, 12, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.prefix.mul_(5.0)
+    s = prefix_attention_spread(model, "double_hist", 0, 12, 12, 200)
+    weights = np.asarray(s["mean_prefix_weights"])  # (L, H, 12)
+    assert np.allclose(weights.sum(axis=-1), 1.0, atol=1e-4)
+    assert np.max(s["prefix_spread"]) > 1e-3
+
+
+def test_prepended_prefix_with_dummies_equal_vectors_give_zero_prefix_spread():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=41, n_layer=2, n_head=2, n_embd=16, dropout=0.0, prefix_mode="prepend")).eval()
+    add_prefix(model, 10, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.prefix[:] = model.prefix[:, :1, :]
+    s = prefix_attention_spread(model, "double_hist", 0, 10, 12, 100)  # 10 prefix rows, 12 dummies, 10 inputs
+    assert np.allclose(s["prefix_spread"], 0.0, atol=1e-6) and np.max(s["content_spread"]) > 1e-3
+
+
+@pytest.mark.parametrize("n_dummies", [0, 3])
+def test_capacity_count_soft_prompt_path_is_the_token_path(n_dummies):
+    model = small_model()
+    cap = capacity_count(model, seed=0, n_virtual=50, n_dummies=n_dummies)
+    assert cap["real_via_soft_prompt_identical"]
+    assert cap["real_distinct"] <= cap["vocab_size"] == 10
+    context = torch.cat([torch.zeros(10, n_dummies, dtype=torch.long), torch.arange(10)[:, None]], dim=1)
+    real = generate(model, context, 10).numpy()
+    assert cap["real_completions"] == ["".join(map(str, r)) for r in real.tolist()]
+    assert 1 <= cap["virtual_distinct"] <= 50 and cap["tiny_virtual_distinct"] >= 1
+
+
+def test_ci_pipeline_end_to_end_feeds_every_verdict(tmp_path):
+    runs = run_experiment("skills", "ci", seeds=(0,), results_dir=tmp_path / "results",
+                          checkpoint_dir=tmp_path / "ck", quiet=True)
+    (run,) = runs
+    m = run["metrics"]
+    assert m["parameters"]["lora"] == m["parameters"]["prefix"] == 12 * 2 * 16
+    assert set(m["accuracy"]) == {"pretrained", "prefix_ascending_add1", "prefix_double_hist", "lora_double_hist"}
+    assert set(m["spread"]) == {"prefix_ascending_add1", "prefix_double_hist"}
+    maps = m["attention_maps"]
+    assert np.asarray(maps["maps"]["lora_double_hist"]).shape == (2, 31, 31)  # 12 dummies + 19 tokens
+    assert np.asarray(maps["maps"]["prefix_double_hist"]).shape == (2, 43, 43)  # 12 prefix rows in front
+    assert maps["prefix_rows"] == {"pretrained": 0, "prefix_double_hist": 12, "lora_double_hist": 0}
+    for verdict in (checks.combines_verdict, checks.double_hist_verdict, checks.lora_verdict,
+                    checks.spread_verdict, checks.capacity_verdict):
+        outcome = verdict(runs)
+        assert isinstance(outcome.holds, bool) and isinstance(outcome.control_refuted, bool)
+    again = run_experiment("skills", "ci", seeds=(0,), results_dir=tmp_path / "results",
+                           checkpoint_dir=tmp_path / "ck", quiet=True)
+    assert again[0]["reused"] and again[0]["metrics"] == m
+
+
+# --- verdicts on synthetic records ------------------------------------------------------------------
+
+def record(sai=0.6, dh=0.01, lora=0.9, pre_sai=0.0, pre_dh=0.0, lora_params=768, prefix_spread=0.05,
+           content_spread=0.5, real=8, virtual=200, tiny=1, identical=True, seed=0) -> dict:
+    spread = {"prefix_spread": [[prefix_spread] * 2] * 2, "content_spread": [[content_spread] * 2] * 2,
+              "prefix_mass": [[0.5] * 2] * 2, "mean_prefix_weights": [], "inputs": 100}
+    return {"seed": seed, "scale": "cpu", "path": f"r{seed}", "reused": True,
+            "config": {"lora": {"rank": 4}, "prefix_length": 48}, "metrics": {
+        "accuracy": {"pretrained": {"ascending_add1": pre_sai, "double_hist": pre_dh, "ascending": 0.2, "add1": 0.2},
+                     "prefix_ascending_add1": {"ascending_add1": sai, "ascending": 0.0, "add1": 0.0},
+                     "prefix_double_hist": {"double_hist": dh}, "lora_double_hist": {"double_hist": lora}},
+        "token_accuracy": {"prefix_ascending_add1": {"ascending_add1": 0.9}, "prefix_double_hist": {"double_hist": 0.4},
+                           "lora_double_hist": {"double_hist": 0.95}},
+        "parameters": {"prefix": 768, "lora": lora_params, "model": 100_000},
+        "training": {name: {"final_loss": 0.1} for name in
+                     ("pretrain", "prefix_ascending_add1", "prefix_double_hist", "lora_double_hist")},
+        "spread": {"prefix_ascending_add1": spread, "prefix_double_hist": spread},
+        "capacity": {"vocab_size": 10, "virtual_tokens": 2000, "virtual_scale": 1.0, "real_distinct": real,
+                     "virtual_distinct": virtual, "tiny_virtual_distinct": tiny, "tiny_virtual_scale": 1e-3,
+                     "virtual_not_reachable_by_real": virtual - real, "real_via_soft_prompt_identical": identical,
+                     "real_completions": []}}}
+
+
+def runs(**kw) -> list[dict]:
+    return [record(seed=s, **kw) for s in range(3)]
+
+
+def test_combines_passes_fails_and_its_control():
+    assert checks.combines_verdict(runs()).holds
+    assert checks.combines_verdict(runs()).control_refuted
+    assert not checks.combines_verdict(runs(sai=0.2)).holds  # below 25%
+    assert not checks.combines_verdict(runs(sai=0.3, pre_sai=0.2)).holds  # gain of only 10 points
+    # the control: a double_hist prefix that did learn its task would pass the criterion
+    assert not checks.combines_verdict(runs(dh=0.6)).control_refuted
+
+
+def test_one_bad_seed_fails_a_claim():
+    bad = runs()
+    bad[1]["metrics"]["accuracy"]["prefix_double_hist"]["double_hist"] = 0.07
+    assert not checks.double_hist_verdict(bad).holds
+    assert not checks.lora_verdict(bad).holds
+
+
+def test_double_hist_and_lora_verdicts_and_controls():
+    assert checks.double_hist_verdict(runs()).holds and checks.double_hist_verdict(runs()).control_refuted
+    assert not checks.double_hist_verdict(runs(lora=0.02)).control_refuted  # LoRA also failed: no control
+    assert checks.lora_verdict(runs()).holds and checks.lora_verdict(runs()).control_refuted
+    assert not checks.lora_verdict(runs(lora=0.4)).holds
+    assert not checks.lora_verdict(runs(lora_params=769)).holds  # parity is part of the claim
+
+
+def test_spread_and_capacity_verdicts_and_controls():
+    assert checks.spread_verdict(runs()).holds and checks.spread_verdict(runs()).control_refuted
+    assert not checks.spread_verdict(runs(prefix_spread=0.25)).holds
+    assert not checks.spread_verdict(runs(content_spread=0.1)).control_refuted
+    assert checks.capacity_verdict(runs()).holds and checks.capacity_verdict(runs()).control_refuted
+    assert not checks.capacity_verdict(runs(virtual=15)).holds  # 15 < 2 x 8
+    assert not checks.capacity_verdict(runs(tiny=100)).control_refuted
+    assert not checks.capacity_verdict(runs(identical=False)).control_refuted
+
+
+# --- the "prepend" prefix mode ----------------------------------------------------------------------
+
+def twin_models(n_layer: int, n_prefix: int) -> tuple[GPT, GPT]:
+    """The same weights in "replace" and "prepend" mode, position embeddings zeroed (float64)."""
+    torch.manual_seed(3)
+    replace_cfg = GPTConfig(block_size=40, n_layer=n_layer, n_head=2, n_embd=16, dropout=0.0)
+    replaced = GPT(replace_cfg).double().eval()
+    prepended = GPT(GPTConfig(**{**replace_cfg.to_json(), "prefix_mode": "prepend"})).double().eval()
+    prepended.load_state_dict(replaced.state_dict())
+    with torch.no_grad():
+        replaced.wpe.weight.zero_()
+        prepended.wpe.weight.zero_()
+    return replaced, prepended
+
+
+@pytest.mark.parametrize("n_layer", [1, 3])
+def test_prepended_prefix_equals_the_companion_prefix_on_content(n_layer):
+    replaced, prepended = twin_models(n_layer, 5)
+    gen = torch.Generator().manual_seed(0)
+    add_prefix(replaced, 5, gen)
+    add_prefix(prepended, 5, torch.Generator().manual_seed(0))
+    x = torch.randint(0, 10, (4, 12))
+    dummies = torch.cat([torch.zeros(4, 5, dtype=torch.long), x], dim=1)
+    assert torch.allclose(replaced(dummies)[:, 5:], prepended(x), atol=1e-12)
+    assert prepended.attention_patterns(x)[0].shape == (4, 2, 17, 17)
+
+
+def test_prepended_soft_prompt_equals_prepended_prefix_in_one_layer():
+    _, model = twin_models(1, 3)
+    soft = copy.deepcopy(model)
+    add_prefix(model, 3, torch.Generator().manual_seed(1))
+    from verify.experiments.gpt import add_soft_prompt
+
+    add_soft_prompt(soft, 3, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        soft.soft_prompt.copy_(model.prefix[0])
+    x = torch.randint(0, 10, (2, 9))
+    assert soft(x).shape == (2, 9, 10)
+    assert torch.allclose(soft(x), model(x), atol=1e-12)
+
+
+def test_unknown_prefix_mode_is_refused():
+    with pytest.raises(ValueError, match="prefix_mode"):
+        GPTConfig(prefix_mode="append")
