@@ -16,6 +16,13 @@ def test_live_rates_cover_every_digit_stage_of_the_cpu_config():
     assert all(r > 0 for r in rates.values())
 
 
+def test_the_timed_prefix_has_the_experiments_prefix_length():
+    config = config_for("skills", "cpu")
+    base = bench_training.GPT(bench_training.GPTConfig(**config["model"]))
+    model = bench_training._adapted(base, "prefix_double_hist", config)
+    assert model.prefix.shape[1] == config["prefix_length"] == 48  # not the 12 dummy positions
+
+
 def test_the_report_prints_each_stage_and_the_budget_line(monkeypatch):
     monkeypatch.setattr(bench_training, "EXPERIMENTS", ("descending",))
     console = Console(record=True, width=200)

@@ -37,7 +37,7 @@ def _adapted(model: GPT, stage_name: str, config: dict) -> GPT:
         lora = config.get("lora", {"rank": 1, "targets": ["c_proj", "c_fc"], "alpha": 1.0})
         add_lora(model, lora["rank"], tuple(lora["targets"]), lora["alpha"])
     elif "prefix" in stage_name:
-        add_prefix(model, config["n_prefix"], torch.Generator().manual_seed(0))
+        add_prefix(model, config.get("prefix_length", config["n_prefix"]), torch.Generator().manual_seed(0))
     return model
 
 
