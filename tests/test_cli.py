@@ -138,7 +138,7 @@ CHEAP = "petrov.thm2.conditional"  # a certificate claim that runs in under a se
 
 
 @pytest.fixture(scope="module")
-def sec3_report(tmp_path_factory) -> tuple[int, dict]:
+def cheap_report(tmp_path_factory) -> tuple[int, dict]:
     """``run petrov.thm2.conditional --json F`` (seed 0), in-process: (exit code, report). (A fast
     certificate claim: ``petrov.sec3`` now also selects a training sub-claim, which trains for
     any seed without committed records.)"""
@@ -147,8 +147,8 @@ def sec3_report(tmp_path_factory) -> tuple[int, dict]:
     return code, json.loads(path.read_text())
 
 
-def test_run_writes_the_design_json_schema_and_exits_0(sec3_report):
-    code, report = sec3_report
+def test_run_writes_the_design_json_schema_and_exits_0(cheap_report):
+    code, report = cheap_report
     assert code == 0
     assert set(report) == {"promptproof", "seed", "claims"}
     assert isinstance(report["promptproof"], str) and report["promptproof"]
@@ -166,9 +166,9 @@ def test_run_writes_the_design_json_schema_and_exits_0(sec3_report):
         assert isinstance(item["seconds"], (int, float)) and item["seconds"] >= 0
 
 
-def test_same_seed_gives_the_same_report_apart_from_timings(sec3_report, tmp_path):
+def test_same_seed_gives_the_same_report_apart_from_timings(cheap_report, tmp_path):
     """Across processes too: the second run is a fresh ``python -m verify``."""
-    _, first = sec3_report
+    _, first = cheap_report
     path = tmp_path / "again.json"
     result = cli_subprocess("run", CHEAP, "--seed", "0", "--json", path)
     assert result.returncode == 0, result.stderr
