@@ -28,7 +28,7 @@ def test_the_report_prints_each_stage_and_the_budget_line(monkeypatch):
     console = Console(record=True, width=200)
     out = bench_training.bench_training(console, steps=2)
     text = console.export_text()
-    assert "pretrain" in text and "finetune" in text and "budget 60 min" in text
+    assert "pretrain" in text and "finetune" in text and "budget 60 min" in text and "--jobs 2" in text
     assert set(out["descending"]["live_steps_per_second"]) == set(config_for("descending", "cpu")["stages"])
 
 

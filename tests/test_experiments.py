@@ -16,7 +16,7 @@ from verify.experiments.experiments import run_experiment
 from verify.experiments.gpt import (GPT, GPTConfig, LoRALinear, add_lora, add_prefix, add_soft_prompt,
                                     count_parameters, unfreeze_all)
 from verify.experiments.scales import config_for
-from verify.experiments.tasks import (IGNORE, eval_set, exact_match, is_test, make_batch,
+from verify.experiments.tasks import (IGNORE, eval_set, exact_match, greedy_scores, is_test, make_batch,
                                       sample_inputs, solve)
 from verify.experiments.train import StageConfig, train_stage
 from verify.registry import Context
@@ -158,6 +158,26 @@ def test_exact_match_counts_whole_sequences():
     assert exact_match(Oracle(), "descending", 0, 1, n=64) < 0.2
 
 
+def test_greedy_scores_give_exact_match_and_per_token_accuracy_from_one_generation():
+    class LastTokenWrong(torch.nn.Module):
+        """The ascending solution, except the last output token, which is always one too high."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, idx):
+            sol = np.sort(idx[:, 1:11].numpy(), axis=1)
+            step = idx.shape[1] - 11
+            token = sol[:, step] + (1 if step == 9 else 0)
+            logits = torch.zeros(idx.shape[0], idx.shape[1], 10)
+            logits[torch.arange(idx.shape[0]), -1, torch.from_numpy(token)] = 1.0
+            return logits
+
+    assert greedy_scores(LastTokenWrong(), "ascending", 0, 1, n=64) == (0.0, 0.9)
+    assert greedy_scores(LastTokenWrong(), "ascending", 0, 1, n=64, batch=7) == (0.0, 0.9)  # batches of 7, 1 left
+
+
 def test_record_key_invalidation(tmp_path):
     config = config_for("descending", "ci")
     code = records.code_hash()
@@ -227,9 +247,10 @@ def test_ci_pipeline_end_to_end(tmp_path):
 
 
 def test_check_skipped_under_quick():
-    from verify.checks.petrov_sec5 import descending_not_learnable
+    import verify.checks.petrov_sec5  # noqa: F401  (registers the check)
+    from verify.registry import CHECKS
 
-    outcome = descending_not_learnable(Context(seed=0, quick=True))
+    outcome = CHECKS["petrov.sec5.descending-not-learnable"](Context(seed=0, quick=True))
     assert outcome.skipped_reason == "training claim; run without --quick"
 
 

@@ -106,7 +106,8 @@ def test_verdict_and_controls_on_synthetic_records():
 
 
 def test_check_skipped_under_quick():
-    from verify.checks.petrov_sec5_elicit import elicits_pretrained_tasks
+    import verify.checks.petrov_sec5_elicit  # noqa: F401  (registers the check)
+    from verify.registry import CHECKS
 
-    outcome = elicits_pretrained_tasks(Context(seed=0, quick=True))
+    outcome = CHECKS["petrov.sec5.elicits-pretrained-tasks"](Context(seed=0, quick=True))
     assert outcome.skipped_reason == "training claim; run without --quick"

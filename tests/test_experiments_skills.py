@@ -114,8 +114,8 @@ def test_ci_pipeline_end_to_end_feeds_every_verdict(tmp_path):
     assert set(m["spread"]) == {"prefix_ascending_add1", "prefix_double_hist"}
     maps = m["attention_maps"]
     assert np.asarray(maps["maps"]["lora_double_hist"]).shape == (2, 31, 31)  # 12 dummies + 19 tokens
-    assert np.asarray(maps["maps"]["prefix_double_hist"]).shape == (2, 43, 43)  # 12 prefix rows in front
-    assert maps["prefix_rows"] == {"pretrained": 0, "prefix_double_hist": 12, "lora_double_hist": 0}
+    assert np.asarray(maps["maps"]["prefix_double_hist"]).shape == (2, 31, 43)  # 12 prefix keys in front
+    assert maps["prefix_columns"] == {"pretrained": 0, "prefix_double_hist": 12, "lora_double_hist": 0}
     for verdict in (checks.combines_verdict, checks.double_hist_verdict, checks.lora_verdict,
                     checks.spread_verdict, checks.capacity_verdict):
         outcome = verdict(runs)
@@ -210,7 +210,7 @@ def test_prepended_prefix_equals_the_companion_prefix_on_content(n_layer):
     x = torch.randint(0, 10, (4, 12))
     dummies = torch.cat([torch.zeros(4, 5, dtype=torch.long), x], dim=1)
     assert torch.allclose(replaced(dummies)[:, 5:], prepended(x), atol=1e-12)
-    assert prepended.attention_patterns(x)[0].shape == (4, 2, 17, 17)
+    assert prepended.attention_patterns(x)[0].shape == (4, 2, 12, 17)  # content queries x (prefix + content keys)
 
 
 def test_prepended_soft_prompt_equals_prepended_prefix_in_one_layer():

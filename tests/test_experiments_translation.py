@@ -179,7 +179,8 @@ def test_verdict_and_controls_on_synthetic_records():
 
 
 def test_check_skipped_under_quick():
-    from verify.checks.petrov_appC import translation_needs_lora
+    import verify.checks.petrov_appC  # noqa: F401  (registers the check)
+    from verify.registry import CHECKS
 
-    outcome = translation_needs_lora(Context(seed=0, quick=True))
+    outcome = CHECKS["petrov.appC.translation-needs-lora"](Context(seed=0, quick=True))
     assert outcome.skipped_reason == "training claim; run without --quick"

@@ -4,8 +4,9 @@ Two figures per experiment at cpu scale, printed, never asserted (the machine is
   * live: steps/s of each digit-task stage of its cpu configuration, measured now on a fresh model
     over ``steps`` steps after 5 warm-up steps, with one intra-op thread (as the experiments train);
   * recorded: steps/s per stage and total seconds per seed stored in the current run records (what
-    the committed numbers cost), and the sum over experiments x seeds against the 60-minute budget
-    for retraining every training claim at cpu scale.
+    the committed numbers cost), and, against the 60-minute budget for retraining every training
+    claim at cpu scale, their sum (one run at a time) and their wall time on ``jobs`` workers
+    (``--jobs``; longest first, as verify/experiments/schedule.py submits them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from constructions.torch_threads import torch_threads
 from verify.experiments import records
 from verify.experiments.gpt import GPT, GPTConfig, add_lora, add_prefix
 from verify.experiments.scales import EXPERIMENTS, config_for
+from verify.experiments.schedule import lpt_makespan
 from verify.experiments.tasks import TASK_NAMES
 from verify.experiments.train import StageConfig, train_stage
 
@@ -66,18 +68,18 @@ def recorded(name: str) -> list[dict]:
     return [r for r in found if r is not None]
 
 
-def bench_training(console: Console, steps: int = 100) -> dict[str, dict]:
+def bench_training(console: Console, steps: int = 100, jobs: int = 2) -> dict[str, dict]:
     table = Table(title=f"training speed at cpu scale (1 intra-op thread; live = {steps} steps now)")
     for column in ("experiment", "stage", "live steps/s", "recorded steps/s", "recorded s / seed"):
         table.add_column(column, justify="left" if column in ("experiment", "stage") else "right")
     out: dict[str, dict] = {}
-    total, complete, alone, alone_known = 0.0, True, 0.0, []
+    every_run, complete, alone, alone_known = [], True, 0.0, []
     for name in EXPERIMENTS:
         live = live_rates(name, steps)
         runs = recorded(name)
         per_seed = [r["metrics"]["seconds_total"] for r in runs]
         complete &= len(runs) == len(SEEDS)
-        total += sum(per_seed)
+        every_run += per_seed
         stages = list(config_for(name, "cpu")["stages"])
         for k, stage in enumerate(stages):
             rec = [r["metrics"]["training"][stage]["steps_per_second"] for r in runs
@@ -92,8 +94,9 @@ def bench_training(console: Console, steps: int = 100) -> dict[str, dict]:
             alone_known.append(name)
     console.print(table)
     note = "" if complete else " (some records missing or stale: the sum covers only the current ones)"
-    console.print(f"retraining every training claim at cpu scale, seeds 0-2, one run at a time: "
-                  f"{total / 60:.1f} min from the records (budget {BUDGET_SECONDS // 60} min){note}; the "
+    console.print(f"retraining every training claim at cpu scale, seeds 0-2 (budget {BUDGET_SECONDS // 60} min), "
+                  f"from the records' times{note}: one run at a time {sum(every_run) / 60:.1f} min; "
+                  f"{jobs} at a time (--jobs {jobs}) {lpt_makespan(every_run, jobs) / 60:.1f} min; the "
                   f"records' times include whatever else ran on the machine then", highlight=False)
     console.print(f"training steps alone at the live rates, seeds 0-2 ({', '.join(alone_known)}; evaluation "
                   f"not included): {alone / 60:.1f} min", highlight=False)

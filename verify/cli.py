@@ -41,14 +41,21 @@ def build_parser() -> Parser:
         p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
         p.add_argument("--seed", type=_seed, default=0, help="seed of every random draw (default 0)")
 
+    def add_jobs_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--jobs", type=_positive_int, default=1, metavar="J",
+                       help="training runs to train at a time, one process and one thread each (default 1; "
+                            "--jobs 2 on a 2-core machine)")
+
     p_all = sub.add_parser("all", help="run every claim")
     add_run_options(p_all)
     p_all.add_argument("--quick", action="store_true", help="skip the training claims (reported as skipped)")
     p_all.add_argument("--retrain", action="store_true", help="ignore cached training records")
+    add_jobs_option(p_all)
 
     p_run = sub.add_parser("run", help="run the claims whose id starts with one of the given prefixes")
     p_run.add_argument("ids", nargs="+", metavar="ID_OR_PREFIX")
     add_run_options(p_run)
+    add_jobs_option(p_run)
 
     p_real = sub.add_parser("real-model", help="run the real-model claims (peft prefix-tuning on a local "
                                                "Hugging Face model) and write their figures")
@@ -79,6 +86,8 @@ def build_parser() -> Parser:
                          help="constructions (default): verification speed; training: steps/s of the experiments")
     p_bench.add_argument("--targets", type=_positive_int, default=10_000, help="random targets to verify")
     p_bench.add_argument("--steps", type=_positive_int, default=100, help="training: steps timed per stage")
+    p_bench.add_argument("--jobs", type=_positive_int, default=2, metavar="J",
+                         help="training: also estimate the wall time of retraining with J runs at a time (default 2)")
 
     from verify.experiments.scales import EXPERIMENTS, SCALES
 
@@ -89,6 +98,7 @@ def build_parser() -> Parser:
     p_exp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p_exp.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
     p_exp.add_argument("--retrain", action="store_true", help="ignore run records and checkpoints")
+    add_jobs_option(p_exp)
     p_exp.add_argument("--figures", type=Path, default=Path("notes/figures"), metavar="DIR",
                        help="where the PNG figures go (default notes/figures)")
     return parser
@@ -144,11 +154,29 @@ def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> 
             raise UsageError(f"unknown claim id or prefix {pattern!r} (see: python -m verify list)")
     _check_output_path(args.json)
     context = Context(seed=args.seed, quick=getattr(args, "quick", False), retrain=getattr(args, "retrain", False))
+    if not context.quick:
+        context = _prepare_training(chosen, context, args.jobs)
     results = _run_claims(chosen, context)
     render_table(results, console)
     if args.json is not None:
         write_json_atomically(report_json(results, args.seed), args.json)
     return EXIT_OK if all(r.status in ("pass", "skipped") for r in results) else EXIT_FAILED
+
+
+def _prepare_training(chosen: list, context: Any, jobs: int) -> Any:
+    """Train (or find current records of) every run the chosen training checks rest on, each run
+    once, ``jobs`` at a time; the checks then read them from the returned context."""
+    from dataclasses import replace
+
+    from verify.experiments.schedule import needed_runs, prepare_runs
+    from verify.registry import TRAININGS
+
+    runs = needed_runs([TRAININGS[c.id] for c in chosen if c.id in TRAININGS], context.seed)
+    if not runs:
+        return context
+    err = Console(stderr=True)
+    prepared = prepare_runs(runs, context.retrain, jobs, log=lambda line: err.print(line, highlight=False))
+    return replace(context, prepared_runs=prepared)
 
 
 def _run_claims(chosen: list, context: Any) -> list:
@@ -238,7 +266,7 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     if args.suite == "training":
         from verify.bench_training import bench_training
 
-        bench_training(console, args.steps)
+        bench_training(console, args.steps, args.jobs)
         return EXIT_OK
     from verify.bench import bench_constructions
 
@@ -255,12 +283,14 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
             raise UsageError("--device cuda: CUDA is not available on this machine")
     if args.figures.exists() and not args.figures.is_dir():
         raise UsageError(f"cannot write figures into {args.figures}: it is not a directory")
-    from verify.experiments.experiments import run_experiment
     from verify.experiments.present import present
+    from verify.experiments.schedule import RunId, prepare_runs
 
     err = Console(stderr=True)
-    runs = run_experiment(args.name, args.scale, tuple(range(args.seeds)), args.device, args.retrain,
-                          log=lambda line: err.print(line, highlight=False))
+    wanted = [RunId(args.name, args.scale, seed) for seed in range(args.seeds)]
+    prepared = prepare_runs(wanted, args.retrain, args.jobs, args.device,
+                            log=lambda line: err.print(line, highlight=False))
+    runs = [prepared[run] for run in wanted]
     for path in present(args.name, runs, console, args.figures):
         console.print(f"wrote {path}", highlight=False)
     return EXIT_OK

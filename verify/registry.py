@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from theorems.claims import Claim
+from verify.experiments.schedule import RunId, Training, records_for
 from verify.result import ClaimResult, Outcome
 
 
@@ -21,12 +23,19 @@ class Context:
 
     ``model_dir``: the local Hugging Face model the real-model checks run on (``verify
     real-model --model DIR``); None means their default, the packaged all-MiniLM-L6-v2.
+    ``prepared_runs``: training records the CLI made current before the checks ran (each run once,
+    however many checks rest on it); a training check finds its records there.
     """
 
     seed: int
     quick: bool = False
     retrain: bool = False
     model_dir: Path | None = None
+    prepared_runs: Mapping[RunId, dict] = field(default_factory=dict, compare=False, repr=False)
+
+    def training_records(self, training: Training) -> list[dict]:
+        """The records of ``training``'s runs for this context's seeds (prepared, else made current now)."""
+        return records_for(self.prepared_runs, training, self.seed, self.retrain)
 
     def rng(self, claim_id: str) -> np.random.Generator:
         """A generator seeded by (run seed, stable hash of the claim id): independent of
@@ -37,6 +46,7 @@ class Context:
 
 CheckFn = Callable[[Context], Outcome]
 CHECKS: dict[str, CheckFn] = {}
+TRAININGS: dict[str, Training] = {}  # claim id -> the training runs its check rests on
 
 
 def check(claim_id: str) -> Callable[[CheckFn], CheckFn]:
@@ -47,6 +57,27 @@ def check(claim_id: str) -> Callable[[CheckFn], CheckFn]:
             raise RuntimeError(f"two checks registered for {claim_id}")
         CHECKS[claim_id] = fn
         return fn
+
+    return register
+
+
+def training_check(claim_id: str, training: Training) -> Callable[[Callable[[list[dict]], Outcome]],
+                                                                   Callable[[list[dict]], Outcome]]:
+    """Bind a verdict on run records to a claim id: the check skips under --quick, else passes the
+    verdict the records of ``training`` (seeds context.seed, context.seed + 1, ...). The CLI reads
+    TRAININGS to train every needed run once before any check runs."""
+
+    def register(verdict: Callable[[list[dict]], Outcome]) -> Callable[[list[dict]], Outcome]:
+        def run(context: Context) -> Outcome:
+            if context.quick:
+                return Outcome(False, {"scale": training.scale, "seeds": training.seeds}, {}, False,
+                               skipped_reason="training claim; run without --quick")
+            return verdict(context.training_records(training))
+
+        run.__doc__ = verdict.__doc__
+        check(claim_id)(run)
+        TRAININGS[claim_id] = training
+        return verdict
 
     return register
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 from verify.checks.petrov_sec5 import summary
-from verify.registry import Context, check
+from verify.experiments.schedule import Training
+from verify.registry import training_check
 from verify.result import Outcome
 
 LORA_MIN = 0.50
@@ -102,13 +103,4 @@ def translation_verdict(runs: list[dict]) -> Outcome:
     return Outcome(holds, evidence, control, refuted)
 
 
-@check("petrov.appC.translation-needs-lora")
-def translation_needs_lora(context: Context) -> Outcome:
-    if context.quick:
-        return Outcome(False, {"scale": SCALE, "seeds": N_SEEDS}, {}, False,
-                       skipped_reason="training claim; run without --quick")
-    from verify.experiments.experiments import run_experiment
-
-    seeds = tuple(context.seed + k for k in range(N_SEEDS))
-    runs = run_experiment("translation", SCALE, seeds, retrain=context.retrain)
-    return translation_verdict(runs)
+training_check("petrov.appC.translation-needs-lora", Training("translation", SCALE, N_SEEDS))(translation_verdict)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from verify.experiments.scales import PAPER_NUMBERS
-from verify.registry import Context, check
+from verify.experiments.schedule import Training
+from verify.registry import training_check
 from verify.result import Outcome
 
 PREFIX_MAX = 0.05
@@ -82,13 +83,4 @@ def descending_verdict(runs: list[dict]) -> Outcome:
     return Outcome(holds, evidence, control, refuted)
 
 
-@check("petrov.sec5.descending-not-learnable")
-def descending_not_learnable(context: Context) -> Outcome:
-    if context.quick:
-        return Outcome(False, {"scale": SCALE, "seeds": N_SEEDS}, {}, False,
-                       skipped_reason="training claim; run without --quick")
-    from verify.experiments.experiments import run_experiment
-
-    seeds = tuple(context.seed + k for k in range(N_SEEDS))
-    runs = run_experiment("descending", SCALE, seeds, retrain=context.retrain)
-    return descending_verdict(runs)
+training_check("petrov.sec5.descending-not-learnable", Training("descending", SCALE, N_SEEDS))(descending_verdict)

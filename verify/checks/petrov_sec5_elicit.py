@@ -32,7 +32,8 @@ from typing import Any
 from verify.checks.petrov_sec5 import summary
 from verify.experiments.scales import PAPER_NUMBERS
 from verify.experiments.tasks import MIXTURE
-from verify.registry import Context, check
+from verify.experiments.schedule import Training
+from verify.registry import training_check
 from verify.result import Outcome
 
 DIAGONAL_MIN = 0.50
@@ -106,13 +107,4 @@ def elicit_verdict(runs: list[dict]) -> Outcome:
     return Outcome(holds, evidence, control, refuted)
 
 
-@check("petrov.sec5.elicits-pretrained-tasks")
-def elicits_pretrained_tasks(context: Context) -> Outcome:
-    if context.quick:
-        return Outcome(False, {"scale": SCALE, "seeds": N_SEEDS}, {}, False,
-                       skipped_reason="training claim; run without --quick")
-    from verify.experiments.experiments import run_experiment
-
-    seeds = tuple(context.seed + k for k in range(N_SEEDS))
-    runs = run_experiment("elicit", SCALE, seeds, retrain=context.retrain)
-    return elicit_verdict(runs)
+training_check("petrov.sec5.elicits-pretrained-tasks", Training("elicit", SCALE, N_SEEDS))(elicit_verdict)

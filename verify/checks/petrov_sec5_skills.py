@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 
 from verify.checks.petrov_sec5 import summary
-from verify.registry import Context, check
+from verify.experiments.schedule import Training
+from verify.registry import training_check
 from verify.result import Outcome
 
 COMBINES_MIN = 0.25
@@ -55,16 +56,7 @@ SAI, DH = "ascending_add1", "double_hist"
 PREFIX_SAI, PREFIX_DH, LORA_DH = f"prefix_{SAI}", f"prefix_{DH}", f"lora_{DH}"
 
 
-def skills_runs(context: Context) -> list[dict]:
-    from verify.experiments.experiments import run_experiment
-
-    seeds = tuple(context.seed + k for k in range(N_SEEDS))
-    return run_experiment("skills", SCALE, seeds, retrain=context.retrain)
-
-
-def _skip() -> Outcome:
-    return Outcome(False, {"scale": SCALE, "seeds": N_SEEDS}, {}, False,
-                   skipped_reason="training claim; run without --quick")
+TRAINING = Training("skills", SCALE, N_SEEDS)  # one set of runs for all five claims
 
 
 def _provenance(runs: list[dict]) -> dict[str, Any]:
@@ -226,15 +218,8 @@ def capacity_verdict(runs: list[dict]) -> Outcome:
     return Outcome(holds, evidence, control, identical and not tiny_passes)
 
 
-def _checked(verdict):
-    def run(context: Context) -> Outcome:
-        return _skip() if context.quick else verdict(skills_runs(context))
-    run.__doc__ = verdict.__doc__
-    return run
-
-
-check("petrov.sec5.combines-skills")(_checked(combines_verdict))
-check("petrov.sec5.double-histogram-not-learnable")(_checked(double_hist_verdict))
-check("petrov.sec6.lora-learns-double-histogram")(_checked(lora_verdict))
-check("petrov.appB.prefix-attention-spread")(_checked(spread_verdict))
-check("petrov.sec3.capacity.trained-model")(_checked(capacity_verdict))
+training_check("petrov.sec5.combines-skills", TRAINING)(combines_verdict)
+training_check("petrov.sec5.double-histogram-not-learnable", TRAINING)(double_hist_verdict)
+training_check("petrov.sec6.lora-learns-double-histogram", TRAINING)(lora_verdict)
+training_check("petrov.appB.prefix-attention-spread", TRAINING)(spread_verdict)
+training_check("petrov.sec3.capacity.trained-model", TRAINING)(capacity_verdict)

@@ -33,6 +33,11 @@ are dropped before the head. Content positions keep their position embeddings 0.
 sequence needs no dummy tokens. For content rows the two modes compute the same function of the
 prefix rows (the rows of a replaced prefix never reach content except through their keys and
 values); only the content position ids differ (test: equal logits when E_pos = 0).
+Since only the content rows' outputs are kept, a prepended prefix enters attention as *memory*:
+its rows give keys and values, K = [LN1(S) W_K; LN1(h) W_K], V = [LN1(S) W_V; LN1(h) W_V], and no
+queries, so the prefix rows cost no query, no output row and no (n_S x n_S) block of scores
+(the paper's prefix-tuning in its key/value form, as peft's past_key_values). The attention pattern
+of such a layer is (B, H, T, n_S + T): content queries, then prefix keys first.
 """
 
 from __future__ import annotations
@@ -100,13 +105,23 @@ class CausalSelfAttention(nn.Module):
         self.keep_pattern = False
         self.pattern: torch.Tensor | None = None
 
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
+        """u (B, T, d) -> (B, T, d). ``memory`` (M, d): rows in front of u that every row of u
+        attends to and that give keys and values only (a prepended prefix, after LN1); then the
+        scores are (B, H, T, M + T), row i seeing the M memory keys and keys 0..i of u."""
         B, T, d = u.shape
         q, k, v = self.c_attn(u).split(d, dim=2)  # each (B, T, d)
-        q, k, v = (z.view(B, T, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))  # (B, H, T, dh)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, H, T, T)
-        scores = scores.masked_fill(~self.mask[:T, :T], float("-inf"))
-        att = F.softmax(scores, dim=-1)  # (B, H, T, T)
+        M = 0
+        if memory is not None:
+            M = memory.shape[0]
+            _, k_mem, v_mem = self.c_attn(memory).split(d, dim=1)  # each (M, d)
+            k = torch.cat([k_mem.unsqueeze(0).expand(B, -1, -1), k], dim=1)  # (B, M + T, d)
+            v = torch.cat([v_mem.unsqueeze(0).expand(B, -1, -1), v], dim=1)  # (B, M + T, d)
+        q, k, v = (z.view(B, z.shape[1], self.n_head, d // self.n_head).transpose(1, 2)
+                   for z in (q, k, v))  # (B, H, T, dh), (B, H, M + T, dh), (B, H, M + T, dh)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, H, T, M + T)
+        scores = scores.masked_fill(~self.mask[M:M + T, :M + T], float("-inf"))
+        att = F.softmax(scores, dim=-1)  # (B, H, T, M + T)
         if self.keep_pattern:
             self.pattern = att.detach()
         y = self.attn_dropout(att) @ v  # (B, H, T, dh)
@@ -139,10 +154,8 @@ class Block(nn.Module):
         prefix ("replace"), or the prefix rows go in front of it ("prepend")."""
         if prefix is None:
             h = h + self.attn(self.ln_1(h))
-        elif self.prepend:
-            n = prefix.shape[0]
-            u = torch.cat([prefix.unsqueeze(0).expand(h.shape[0], -1, -1), h], dim=1)  # (B, n_S + T, d)
-            h = h + self.attn(self.ln_1(u))[:, n:, :]
+        elif self.prepend:  # u = [prefix; h], of whose outputs only the last T rows are kept
+            h = h + self.attn(self.ln_1(h), memory=self.ln_1(prefix))
         else:
             n = prefix.shape[0]
             u = torch.cat([prefix.unsqueeze(0).expand(h.shape[0], -1, -1), h[:, n:, :]], dim=1)  # (B, T, d)
@@ -187,8 +200,9 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(h[:, n_soft:, :]))  # (B, T, V)
 
     def attention_patterns(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        """One (B, H, T', T') attention pattern per layer for ``idx`` (eval mode, no grad): T' = T,
-        or n_S + T in "prepend" mode with a prefix or soft prompt (the prefix rows first)."""
+        """One attention pattern per layer for ``idx`` (eval mode, no grad): (B, H, T, T); in
+        "prepend" mode with a soft prompt (B, H, n_S + T, n_S + T) (its rows first), with a prefix
+        (B, H, T, n_S + T) (content queries; the prefix keys first)."""
         attns = [block.attn for block in self.blocks]
         for a in attns:
             a.keep_pattern = True

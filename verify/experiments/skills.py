@@ -25,10 +25,11 @@ would make pretraining 2.5x slower.
 Metrics (accuracies in [0, 1] on the seeded 3,200-example test sets):
   * accuracy[model][task]: M_0 on all six tasks; M_sai on ascending_add1 (and on ascending and add1,
     the two skills it combines); M_dh and M_lora on double_hist; token_accuracy: the fraction of
-    correct output tokens of M_sai, M_dh and M_lora on their tasks;
+    correct output tokens of M_sai, M_dh and M_lora on their tasks (the same generations);
   * parameters: trainable counts of prefix, LoRA and the whole model;
   * spread (Appendix B, on every trained prefix): for the prefix model's own task, the attention of
-    the last input position i* = n_S + 9 to the prefix positions, renormalised over the prefix,
+    the last input position i* (content row n_dummies + 9) to the prefix positions, renormalised
+    over the prefix,
         w_j(x) = A_{i*, j}(x) / sum_{j' < n_S} A_{i*, j'}(x),   j < n_S,
     over ``spread_inputs`` test inputs x; per layer and head, spread = mean over j of
     (99th - 1st percentile of w_j(x) over x); the same statistic on the attention of i* to the
@@ -41,7 +42,8 @@ Metrics (accuracies in [0, 1] on the seeded 3,200-example test sets):
     the real first-position inputs (must reproduce the real-token completions exactly) and from the
     same K virtual tokens shrunk by TINY (K points in a small ball: few distinct completions);
   * attention: head-averaged attention maps of M_0, M_dh and M_lora in every layer on one
-    double_hist test input followed by the correct answer (teacher forcing);
+    double_hist test input followed by the correct answer (teacher forcing): rows = the content
+    queries, columns = the prefix keys (prepend mode; ``prefix_columns`` of them) and then content;
   * training: per-stage steps/s, seconds, final loss.
 
 Importing this module registers ``skills`` with the runner and adds its configurations and the
@@ -59,8 +61,8 @@ import torch
 
 from verify.experiments import scales
 from verify.experiments.experiments import EXPERIMENT_FUNCTIONS, Runner
-from verify.experiments.gpt import GPT, add_lora, add_prefix, count_parameters, generate, unfreeze_all
-from verify.experiments.tasks import LENGTH, MIXTURE, TASKS, eval_set
+from verify.experiments.gpt import GPT, add_lora, add_prefix, count_parameters, generate
+from verify.experiments.tasks import LENGTH, MIXTURE, TASKS, eval_set, greedy_scores
 
 COMBINED_TASK = "ascending_add1"  # sort-and-increment
 NEW_TASK = "double_hist"
@@ -158,33 +160,22 @@ def prefix_attention_spread(model: GPT, task: str, seed: int, n_prefix: int, n_d
     """Appendix B's statistic for one prefix model (prefix of n_S = ``n_prefix`` positions, examples
     with ``n_dummies`` dummy positions) on ``n_inputs`` seeded test inputs of ``task`` (see the
     module docstring). Returns per layer and head the prefix spread, the content spread, and the
-    mean prefix weights. Attention columns: replace mode [n_S prefix slots = the dummies, input];
-    prepend mode [n_S prefix rows, dummies, input] (the dummies' share enters neither statistic)."""
+    mean prefix weights. Attention rows are the content positions [dummies, input] in both modes;
+    columns: replace mode [n_S prefix slots = the dummies, input]; prepend mode [n_S prefix keys,
+    dummies, input] (the dummies' share enters neither statistic)."""
     inp, _ = eval_set(task, seed, n_inputs)  # (N, 10)
     x = torch.from_numpy(np.concatenate([np.zeros((len(inp), n_dummies), dtype=np.int64), inp], axis=1))  # (N, n_dummies + 10)
+    row = n_dummies + LENGTH - 1  # the last input position (replace mode: n_dummies = n_S)
     start = n_prefix + (n_dummies if model.config.prefix_mode == "prepend" else 0)  # first input column
-    last = start + LENGTH - 1  # the last input position's row
-    patterns = torch.stack([p[:, :, last, :] for p in model.attention_patterns(x)], dim=1)  # (N, L, H, T')
+    patterns = torch.stack([p[:, :, row, :] for p in model.attention_patterns(x)], dim=1)  # (N, L, H, columns)
     a = patterns.double().numpy()
     prefix = a[..., :n_prefix] / a[..., :n_prefix].sum(axis=-1, keepdims=True)  # (N, L, H, n_S)
-    content = a[..., start:last + 1] / a[..., start:last + 1].sum(axis=-1, keepdims=True)  # (N, L, H, 10)
+    content = a[..., start:start + LENGTH] / a[..., start:start + LENGTH].sum(axis=-1, keepdims=True)  # (N, L, H, 10)
     return {"prefix_spread": np.round(_percentile_spread(prefix), 5).tolist(),
             "content_spread": np.round(_percentile_spread(content), 5).tolist(),
             "prefix_mass": np.round(a[..., :n_prefix].sum(axis=-1).mean(axis=0), 5).tolist(),  # (L, H)
             "mean_prefix_weights": np.round(prefix.mean(axis=0), 5).tolist(),  # (L, H, n_S)
             "inputs": len(inp)}
-
-
-def token_accuracy(model: GPT, task: str, seed: int, n_dummies: int, n: int) -> float:
-    """Fraction of the 10 greedy output tokens equal to the solution's, over the seeded test set
-    (the per-token view of exact match: how much of a task a model gets right when it rarely gets
-    all 10 tokens)."""
-    inp, out = eval_set(task, seed, n)  # (n, 10) each
-    x = torch.from_numpy(np.concatenate([np.zeros((n, n_dummies), dtype=np.int64), inp], axis=1))
-    device = next(model.parameters()).device
-    pred = np.concatenate([generate(model, x[i:i + 800].to(device), LENGTH).cpu().numpy()
-                           for i in range(0, n, 800)])  # (n, 10)
-    return float((pred == out).mean())
 
 
 def _completions_batched(model: GPT, first: torch.Tensor, n_dummies: int = 0, batch: int = 500) -> np.ndarray:
@@ -233,17 +224,18 @@ def capacity_count(model: GPT, seed: int, n_virtual: int, n_dummies: int = 0) ->
 
 
 def attention_maps(models: dict[str, GPT], seed: int, n_dummies: int) -> dict:
-    """Head-averaged attention (L, T', T') of each model on the first seeded double_hist test input
-    followed by its correct answer (teacher forcing: every model sees the same sequence). T' counts
-    prepended prefix rows, if any: ``prefix_rows[name]`` says how many come first."""
+    """Head-averaged attention (L, T, C) of each model on the first seeded double_hist test input
+    followed by its correct answer (teacher forcing: every model sees the same sequence): rows =
+    the T content queries, columns C = T, or n_S + T for a prepended prefix, whose keys come first:
+    ``prefix_columns[name]`` says how many."""
     inp, out = eval_set(NEW_TASK, seed, 1)
     seq = torch.tensor([[0] * n_dummies + inp[0].tolist() + out[0, :-1].tolist()])  # (1, n_dummies + 19)
-    maps, rows = {}, {}
+    maps, columns = {}, {}
     for name, model in models.items():
-        layers = [p[0].mean(dim=0) for p in model.attention_patterns(seq)]  # each (T', T')
-        maps[name] = np.round(torch.stack(layers).numpy(), 3).tolist()  # (L, T', T')
-        rows[name] = layers[0].shape[0] - seq.shape[1]
-    return {"tokens": seq[0].tolist(), "maps": maps, "prefix_rows": rows}
+        layers = [p[0].mean(dim=0) for p in model.attention_patterns(seq)]  # each (T, C)
+        maps[name] = np.round(torch.stack(layers).numpy(), 3).tolist()  # (L, T, C)
+        columns[name] = layers[0].shape[1] - seq.shape[1]
+    return {"tokens": seq[0].tolist(), "maps": maps, "prefix_columns": columns}
 
 
 # --- the experiment --------------------------------------------------------------------------------
@@ -276,21 +268,20 @@ def skills(config: dict, seed: int, device: str = "cpu", directory: Path | None 
     run.stage(lora, LORA_STAGE)
     models[LORA_STAGE] = lora
 
-    accuracy = {"pretrained": {task: run.accuracy(pretrained, task) for task in (*MIXTURE, COMBINED_TASK, NEW_TASK)},
-                f"prefix_{COMBINED_TASK}": {task: run.accuracy(models[f"prefix_{COMBINED_TASK}"], task)
-                                            for task in (COMBINED_TASK, "ascending", "add1")},
-                f"prefix_{NEW_TASK}": {NEW_TASK: run.accuracy(models[f"prefix_{NEW_TASK}"], NEW_TASK)},
-                LORA_STAGE: {NEW_TASK: run.accuracy(lora, NEW_TASK)}}
-    per_token = {name: {task: token_accuracy(models[name], task, seed, n_dummies, config["eval_examples"])}
-                 for name, task in (*PREFIX_STAGES.items(), (LORA_STAGE, NEW_TASK))}
-    full = copy.deepcopy(pretrained)
-    unfreeze_all(full)
+    evaluated = {"pretrained": (*MIXTURE, COMBINED_TASK, NEW_TASK),
+                 f"prefix_{COMBINED_TASK}": (COMBINED_TASK, "ascending", "add1"),
+                 f"prefix_{NEW_TASK}": (NEW_TASK,), LORA_STAGE: (NEW_TASK,)}
+    scores = {name: {task: greedy_scores(models[name], task, seed, n_dummies, config["eval_examples"])
+                     for task in tasks} for name, tasks in evaluated.items()}  # (exact, per-token)
+    accuracy = {name: {task: exact for task, (exact, _) in by_task.items()} for name, by_task in scores.items()}
+    per_token = {name: {task: scores[name][task][1]} for name, task in (*PREFIX_STAGES.items(), (LORA_STAGE, NEW_TASK))}
     pretrained.cpu()
     spread = {stage: prefix_attention_spread(models[stage].cpu(), task, seed, n_prefix, n_dummies,
                                              config["spread_inputs"])
               for stage, task in PREFIX_STAGES.items()}
     return {"accuracy": accuracy, "token_accuracy": per_token,
-            "parameters": {"model": count_parameters(full), "prefix": prefix_params, "lora": lora_params},
+            "parameters": {"model": count_parameters(pretrained, trainable_only=False), "prefix": prefix_params,
+                           "lora": lora_params},
             "training": run.timings,
             "spread": spread,
             "capacity": capacity_count(pretrained, seed, config["capacity_virtual_tokens"], n_dummies),

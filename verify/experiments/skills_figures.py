@@ -28,11 +28,11 @@ MAP_TITLES = {"pretrained": "pretrained (mixture)", "prefix_double_hist": "prefi
               "lora_double_hist": "LoRA on double_hist"}
 
 
-def content_view(pattern: np.ndarray, prefix_rows: int) -> np.ndarray:
-    """(T', T') with ``prefix_rows`` prepended rows -> (T, 1 + T): the content queries' attention,
-    first column = total attention on the prefix rows, then the content keys."""
-    n = prefix_rows
-    return np.concatenate([pattern[n:, :n].sum(axis=1, keepdims=True), pattern[n:, n:]], axis=1)
+def content_view(pattern: np.ndarray, prefix_columns: int) -> np.ndarray:
+    """(T, n + T), the content queries' attention with the n prefix keys first -> (T, 1 + T):
+    first column = total attention on the prefix, then the content keys."""
+    n = prefix_columns
+    return np.concatenate([pattern[:, :n].sum(axis=1, keepdims=True), pattern[:, n:]], axis=1)
 PAPER_GPT2_SPREAD = (0.016056, 0.102104, 0.174358, 0.088431, 0.07623, 0.068907, 0.079767, 0.105598, 0.162684,
                      0.146836, 0.155692, 0.102223)
 
@@ -42,12 +42,12 @@ def attention_figure(run: dict, path: Path) -> Path:
     names = [n for n in MAP_TITLES if n in stored["maps"]]
     n_layer = len(stored["maps"][names[0]])
     tokens = [str(t) for t in stored["tokens"]]
-    prefix_rows = stored.get("prefix_rows", {})
+    prefix_columns = stored["prefix_columns"]
     fig, axes = plt.subplots(n_layer, len(names), figsize=(4.6 * len(names), 4.4 * n_layer), squeeze=False)
     for j, name in enumerate(names):
         for layer in range(n_layer):
             ax = axes[layer, j]
-            pattern = content_view(np.asarray(stored["maps"][name][layer]), prefix_rows.get(name, 0))
+            pattern = content_view(np.asarray(stored["maps"][name][layer]), prefix_columns[name])
             ax.imshow(pattern, cmap="viridis", vmin=0, vmax=1)
             ax.set_xticks(range(len(tokens) + 1), ["ΣP", *tokens], fontsize=5)
             ax.set_yticks(range(len(tokens)), tokens, fontsize=5)

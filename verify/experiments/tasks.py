@@ -137,20 +137,29 @@ def eval_set(task: str, seed: int, n: int = EVAL_EXAMPLES) -> tuple[np.ndarray, 
     return inp, solve(task, inp)
 
 
-def exact_match(model: torch.nn.Module, task: str, seed: int, n_prefix: int, n: int = EVAL_EXAMPLES,
-                batch: int = 800) -> float:
-    """Fraction of the seeded test set whose 10 greedy tokens all equal the solution."""
+def greedy_scores(model: torch.nn.Module, task: str, seed: int, n_prefix: int, n: int = EVAL_EXAMPLES,
+                  batch: int = 200) -> tuple[float, float]:
+    """(exact match, per-token accuracy) of the 10 greedy tokens on the seeded test set:
+        exact = mean over examples of [pred == solution on all 10 positions]
+        token = mean over examples and positions of [pred_k == solution_k]
+    from one generation, ``batch`` examples per forward pass."""
     from verify.experiments.gpt import generate
 
-    inp, out = eval_set(task, seed, n)
+    inp, out = eval_set(task, seed, n)  # (n, 10) each
     was_training = model.training
     model.eval()
-    correct = 0
     device = next(model.parameters()).device
+    exact, tokens = 0, 0
     for start in range(0, n, batch):
-        x = torch.from_numpy(np.concatenate(
-            [np.zeros((len(inp[start:start + batch]), n_prefix), dtype=np.int64), inp[start:start + batch]], axis=1))
-        pred = generate(model, x.to(device), LENGTH).cpu().numpy()  # (b, 10)
-        correct += int((pred == out[start:start + batch]).all(axis=1).sum())
+        chunk = inp[start:start + batch]
+        x = torch.from_numpy(np.concatenate([np.zeros((len(chunk), n_prefix), dtype=np.int64), chunk], axis=1))
+        right = generate(model, x.to(device), LENGTH).cpu().numpy() == out[start:start + batch]  # (b, 10)
+        exact += int(right.all(axis=1).sum())
+        tokens += int(right.sum())
     model.train(was_training)
-    return correct / n
+    return exact / n, tokens / (n * LENGTH)
+
+
+def exact_match(model: torch.nn.Module, task: str, seed: int, n_prefix: int, n: int = EVAL_EXAMPLES) -> float:
+    """Fraction of the seeded test set whose 10 greedy tokens all equal the solution."""
+    return greedy_scores(model, task, seed, n_prefix, n)[0]

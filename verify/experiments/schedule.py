@@ -1,0 +1,148 @@
+"""Which training runs an invocation needs, and training them once each, optionally in parallel.
+
+A *run* is one (experiment, scale, seed): one record under notes/results/. Several checks rest on
+the same runs (five claims on ``skills``), so the CLI first collects the runs that the chosen
+checks need, makes each one current exactly once (reusing a current record, else training it),
+and hands the records to the checks through ``Context.prepared_runs``:
+
+    runs   = union over the chosen checks c of {(experiment_c, scale_c, seed + k) : k < seeds_c}
+    record = current record of the run            (unless --retrain)
+             else run_experiment(...) in a worker  (one run per process, one torch thread each)
+
+With ``jobs`` = J > 1 the runs to train go to J worker processes (spawned, so each starts with
+clean torch state; each run is deterministic whichever process trains it), longest first: the
+order is by the seconds the run's previous record took (its metrics survive a code change),
+which keeps the J cores busy until the end (LPT scheduling). On a 2-core machine ``--jobs 2``
+roughly halves the wall time of a full retrain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from verify.experiments import records
+
+
+@dataclass(frozen=True, order=True)
+class RunId:
+    """One training run: an experiment at a scale with one seed."""
+
+    experiment: str
+    scale: str
+    seed: int
+
+    def __str__(self) -> str:
+        return f"{self.experiment} {self.scale} seed {self.seed}"
+
+
+@dataclass(frozen=True)
+class Training:
+    """What a training check rests on: ``seeds`` runs of ``experiment`` at ``scale``, seeds
+    context.seed, context.seed + 1, ..."""
+
+    experiment: str
+    scale: str
+    seeds: int
+
+    def runs(self, first_seed: int) -> list[RunId]:
+        return [RunId(self.experiment, self.scale, first_seed + k) for k in range(self.seeds)]
+
+
+def needed_runs(trainings: Iterable[Training], first_seed: int) -> list[RunId]:
+    """The distinct runs of ``trainings``, in first-seen order."""
+    out: dict[RunId, None] = {}
+    for training in trainings:
+        for run in training.runs(first_seed):
+            out.setdefault(run)
+    return list(out)
+
+
+def previous_seconds(run: RunId, results_dir: Path = records.RESULTS_DIR) -> float:
+    """Seconds the run's last record took (stale or not), 0 when there is none: the scheduling
+    estimate."""
+    try:
+        return float(json.loads(records.record_path(run.experiment, run.scale, run.seed, results_dir)
+                                .read_text())["metrics"]["seconds_total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def lpt_makespan(seconds: Iterable[float], jobs: int) -> float:
+    """Wall time of runs of the given durations on ``jobs`` workers, longest first, each run going
+    to the worker that frees up first (the order prepare_runs submits them in)."""
+    free = [0.0] * jobs
+    for duration in sorted(seconds, reverse=True):
+        free[free.index(min(free))] += duration
+    return max(free)
+
+
+def _train_one(run: RunId, retrain: bool, device: str, results_dir: Path, checkpoint_dir: Path | None) -> dict:
+    """Worker body (module level, so a spawned process can import it)."""
+    from verify.experiments.experiments import run_experiment
+
+    (record,) = run_experiment(run.experiment, run.scale, (run.seed,), device, retrain, results_dir, checkpoint_dir,
+                               quiet=True)
+    return record
+
+
+def prepare_runs(runs: list[RunId], retrain: bool = False, jobs: int = 1, device: str = "cpu",
+                 log: Callable[[str], None] | None = None, results_dir: Path = records.RESULTS_DIR,
+                 checkpoint_dir: Path | None = records.CHECKPOINT_DIR) -> dict[RunId, dict]:
+    """Make every run current once; returns run -> record (with ``path`` and ``reused``, as
+    run_experiment gives). ``jobs`` = 1 trains in this process (with progress bars); more trains
+    that many runs at a time in worker processes (one line per finished run)."""
+    from verify.experiments.experiments import run_experiment
+    from verify.experiments.scales import config_for
+
+    say = log if log is not None else (lambda line: None)
+    out: dict[RunId, dict] = {}
+    code = records.code_hash()
+    to_train = []
+    for run in runs:
+        config = config_for(run.experiment, run.scale)  # registers the experiment's module
+        record = None if retrain else records.load_current(run.experiment, run.scale, run.seed, config, code,
+                                                             results_dir)
+        if record is None:
+            to_train.append(run)
+        else:
+            path = records.record_path(run.experiment, run.scale, run.seed, results_dir)
+            out[run] = {**record, "path": records.relative(path), "reused": True}
+    if out:
+        say(f"{len(out)} run(s) have current records: {', '.join(map(str, out))}")
+    if to_train:
+        to_train.sort(key=lambda r: (-previous_seconds(r, results_dir), r))
+        say(f"training {len(to_train)} run(s), {min(jobs, len(to_train))} at a time: {', '.join(map(str, to_train))}")
+    start = time.perf_counter()
+    if min(jobs, len(to_train)) <= 1:
+        for run in to_train:
+            (out[run],) = run_experiment(run.experiment, run.scale, (run.seed,), device, retrain, results_dir,
+                                         checkpoint_dir, log=say)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_train_one, run, retrain, device, results_dir, checkpoint_dir): run
+                       for run in to_train}
+            for done, future in enumerate(as_completed(futures), 1):
+                run = futures[future]
+                out[run] = future.result()
+                say(f"[{done}/{len(to_train)}] {run}: trained in {out[run]['metrics']['seconds_total']} s "
+                    f"({time.perf_counter() - start:.0f} s since the first started) -> {out[run]['path']}")
+    if to_train:
+        say(f"trained {len(to_train)} run(s) in {time.perf_counter() - start:.1f} s of wall time")
+    return {run: out[run] for run in runs}
+
+
+def records_for(prepared: dict[RunId, dict], training: Training, first_seed: int, retrain: bool) -> list[dict]:
+    """The records a check rests on: from ``prepared`` (the CLI made them current), else made
+    current now (a check called on its own, e.g. from a test)."""
+    runs = training.runs(first_seed)
+    if all(run in prepared for run in runs):
+        return [prepared[run] for run in runs]
+    from verify.experiments.experiments import run_experiment
+
+    return run_experiment(training.experiment, training.scale, tuple(r.seed for r in runs), retrain=retrain)
