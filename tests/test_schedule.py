@@ -10,8 +10,8 @@ import verify.checks.petrov_sec5_skills  # noqa: F401
 import verify.experiments.experiments as experiments_module
 from verify.cli import main
 from verify.experiments import records
-from verify.experiments.schedule import RunId, Training, lpt_makespan, needed_runs, prepare_runs
-from verify.registry import CHECKS, TRAININGS, Context
+from verify.experiments.schedule import RunFailed, RunId, Training, lpt_makespan, needed_runs, prepare_runs
+from verify.registry import CHECKS, TRAININGS, Context, run_claim
 
 SKILLS_CLAIMS = ("petrov.sec5.combines-skills", "petrov.sec5.double-histogram-not-learnable",
                  "petrov.sec6.lora-learns-double-histogram", "petrov.appB.prefix-attention-spread",
@@ -98,3 +98,25 @@ def test_longest_first_schedule_wall_time():
     assert lpt_makespan([5, 3, 3, 2, 2, 1], jobs=1) == 16  # one at a time: the sum
     assert lpt_makespan([4, 4, 4], jobs=8) == 4  # more workers than runs: the longest run
     assert lpt_makespan([], jobs=2) == 0
+
+
+def test_a_run_that_fails_to_train_is_an_error_of_the_checks_on_it_not_a_crash(tmp_path, monkeypatch):
+    from theorems.claims import CLAIMS
+
+    fake = FakeTrainer()
+
+    def flaky(name, scale, seeds, *args, **kwargs):
+        if seeds == (1,):
+            raise ValueError("loss became nan")
+        return fake(name, scale, seeds, *args, **kwargs)
+
+    monkeypatch.setattr(experiments_module, "run_experiment", flaky)
+    lines = []
+    runs = needed_runs([Training("descending", "cpu", 3)], first_seed=0)
+    prepared = prepare_runs(runs, results_dir=tmp_path, checkpoint_dir=None, log=lines.append)
+    assert isinstance(prepared[RunId("descending", "cpu", 1)], RunFailed)
+    assert "training descending cpu seed 1 failed: ValueError: loss became nan" in lines
+    assert "trained 2 of 3 run(s)" in lines[-1]
+    claim = next(c for c in CLAIMS if c.id == "petrov.sec5.descending-not-learnable")
+    result = run_claim(claim, Context(seed=0, prepared_runs=prepared))
+    assert result.status == "error" and "loss became nan" in result.evidence["error"]

@@ -284,12 +284,16 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
     if args.figures.exists() and not args.figures.is_dir():
         raise UsageError(f"cannot write figures into {args.figures}: it is not a directory")
     from verify.experiments.present import present
-    from verify.experiments.schedule import RunId, prepare_runs
+    from verify.experiments.schedule import RunFailed, RunId, prepare_runs
 
     err = Console(stderr=True)
     wanted = [RunId(args.name, args.scale, seed) for seed in range(args.seeds)]
     prepared = prepare_runs(wanted, args.retrain, args.jobs, args.device,
                             log=lambda line: err.print(line, highlight=False))
+    failed = [str(prepared[run]) for run in wanted if isinstance(prepared[run], RunFailed)]
+    if failed:
+        console.print("\n".join(failed), highlight=False)
+        return EXIT_FAILED
     runs = [prepared[run] for run in wanted]
     for path in present(args.name, runs, console, args.figures):
         console.print(f"wrote {path}", highlight=False)

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from theorems.claims import Claim
-from verify.experiments.schedule import RunId, Training, records_for
+from verify.experiments.schedule import RunFailed, RunId, Training, records_for
 from verify.result import ClaimResult, Outcome
 
 
@@ -31,7 +31,7 @@ class Context:
     quick: bool = False
     retrain: bool = False
     model_dir: Path | None = None
-    prepared_runs: Mapping[RunId, dict] = field(default_factory=dict, compare=False, repr=False)
+    prepared_runs: Mapping[RunId, dict | RunFailed] = field(default_factory=dict, compare=False, repr=False)
 
     def training_records(self, training: Training) -> list[dict]:
         """The records of ``training``'s runs for this context's seeds (prepared, else made current now)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -39,6 +39,11 @@ class RunId:
 
     def __str__(self) -> str:
         return f"{self.experiment} {self.scale} seed {self.seed}"
+
+
+class RunFailed(RuntimeError):
+    """Training one run raised: kept in place of its record, so that the checks resting on that run
+    report an error with this message while every other check still runs."""
 
 
 @dataclass(frozen=True)
@@ -93,15 +98,16 @@ def _train_one(run: RunId, retrain: bool, device: str, results_dir: Path, checkp
 
 def prepare_runs(runs: list[RunId], retrain: bool = False, jobs: int = 1, device: str = "cpu",
                  log: Callable[[str], None] | None = None, results_dir: Path = records.RESULTS_DIR,
-                 checkpoint_dir: Path | None = records.CHECKPOINT_DIR) -> dict[RunId, dict]:
+                 checkpoint_dir: Path | None = records.CHECKPOINT_DIR) -> dict[RunId, dict | RunFailed]:
     """Make every run current once; returns run -> record (with ``path`` and ``reused``, as
-    run_experiment gives). ``jobs`` = 1 trains in this process (with progress bars); more trains
-    that many runs at a time in worker processes (one line per finished run)."""
+    run_experiment gives), or a RunFailed where training raised. ``jobs`` = 1 trains in this process
+    (with progress bars); more trains that many runs at a time in worker processes (one line per
+    finished run)."""
     from verify.experiments.experiments import run_experiment
     from verify.experiments.scales import config_for
 
     say = log if log is not None else (lambda line: None)
-    out: dict[RunId, dict] = {}
+    out: dict[RunId, dict | RunFailed] = {}
     code = records.code_hash()
     to_train = []
     for run in runs:
@@ -121,27 +127,45 @@ def prepare_runs(runs: list[RunId], retrain: bool = False, jobs: int = 1, device
     start = time.perf_counter()
     if min(jobs, len(to_train)) <= 1:
         for run in to_train:
-            (out[run],) = run_experiment(run.experiment, run.scale, (run.seed,), device, retrain, results_dir,
-                                         checkpoint_dir, log=say)
+            try:
+                (out[run],) = run_experiment(run.experiment, run.scale, (run.seed,), device, retrain, results_dir,
+                                             checkpoint_dir, log=say)
+            except Exception as exc:  # reported by the checks that rest on this run
+                out[run] = _failed(run, exc, say)
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_train_one, run, retrain, device, results_dir, checkpoint_dir): run
                        for run in to_train}
             for done, future in enumerate(as_completed(futures), 1):
                 run = futures[future]
-                out[run] = future.result()
+                try:
+                    out[run] = future.result()
+                except Exception as exc:  # raised in the worker, or the worker died
+                    out[run] = _failed(run, exc, say)
+                    continue
                 say(f"[{done}/{len(to_train)}] {run}: trained in {out[run]['metrics']['seconds_total']} s "
                     f"({time.perf_counter() - start:.0f} s since the first started) -> {out[run]['path']}")
     if to_train:
-        say(f"trained {len(to_train)} run(s) in {time.perf_counter() - start:.1f} s of wall time")
+        ok = sum(not isinstance(out[run], RunFailed) for run in to_train)
+        say(f"trained {ok} of {len(to_train)} run(s) in {time.perf_counter() - start:.1f} s of wall time")
     return {run: out[run] for run in runs}
 
 
-def records_for(prepared: dict[RunId, dict], training: Training, first_seed: int, retrain: bool) -> list[dict]:
-    """The records a check rests on: from ``prepared`` (the CLI made them current), else made
-    current now (a check called on its own, e.g. from a test)."""
+def _failed(run: RunId, exc: Exception, say: Callable[[str], None]) -> RunFailed:
+    failure = RunFailed(f"training {run} failed: {type(exc).__name__}: {exc}")
+    say(str(failure))
+    return failure
+
+
+def records_for(prepared: Mapping[RunId, dict | RunFailed], training: Training, first_seed: int,
+                retrain: bool) -> list[dict]:
+    """The records a check rests on: from ``prepared`` (the CLI made them current; a RunFailed
+    there is raised), else made current now (a check called on its own, e.g. from a test)."""
     runs = training.runs(first_seed)
     if all(run in prepared for run in runs):
+        for run in runs:
+            if isinstance(prepared[run], RunFailed):
+                raise prepared[run]
         return [prepared[run] for run in runs]
     from verify.experiments.experiments import run_experiment
 
