@@ -138,44 +138,33 @@ def test_sampling_split_and_batches():
     assert np.array_equal(a[0], b[0]) and not np.array_equal(a[0], eval_set("ascending", 3, 50)[0])
 
 
+class SortOracle(torch.nn.Module):
+    """Emits the ascending solution (logits on the right token) at every generation step after one
+    dummy position, the last output token shifted by ``last_token_offset``."""
+
+    def __init__(self, last_token_offset: int = 0):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.last_token_offset = last_token_offset
+
+    def forward(self, idx):
+        sol = np.sort(idx[:, 1:11].numpy(), axis=1)
+        step = idx.shape[1] - 11
+        token = sol[:, step] + (self.last_token_offset if step == 9 else 0)
+        logits = torch.zeros(idx.shape[0], idx.shape[1], 10)
+        logits[torch.arange(idx.shape[0]), -1, torch.from_numpy(token)] = 1.0
+        return logits
+
+
 def test_exact_match_counts_whole_sequences():
-    class Oracle(torch.nn.Module):
-        """Emits the ascending solution (logits on the right token) at every generation step."""
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, idx):
-            inp = idx[:, 1:11].numpy()
-            sol = np.sort(inp, axis=1)
-            step = idx.shape[1] - 11
-            logits = torch.zeros(idx.shape[0], idx.shape[1], 10)
-            logits[torch.arange(idx.shape[0]), -1, torch.from_numpy(sol[:, step])] = 1.0
-            return logits
-
-    assert exact_match(Oracle(), "ascending", 0, 1, n=64) == 1.0
-    assert exact_match(Oracle(), "descending", 0, 1, n=64) < 0.2
+    assert exact_match(SortOracle(), "ascending", 0, 1, n=64) == 1.0
+    assert exact_match(SortOracle(), "descending", 0, 1, n=64) < 0.2
 
 
 def test_greedy_scores_give_exact_match_and_per_token_accuracy_from_one_generation():
-    class LastTokenWrong(torch.nn.Module):
-        """The ascending solution, except the last output token, which is always one too high."""
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-
-        def forward(self, idx):
-            sol = np.sort(idx[:, 1:11].numpy(), axis=1)
-            step = idx.shape[1] - 11
-            token = sol[:, step] + (1 if step == 9 else 0)
-            logits = torch.zeros(idx.shape[0], idx.shape[1], 10)
-            logits[torch.arange(idx.shape[0]), -1, torch.from_numpy(token)] = 1.0
-            return logits
-
-    assert greedy_scores(LastTokenWrong(), "ascending", 0, 1, n=64) == (0.0, 0.9)
-    assert greedy_scores(LastTokenWrong(), "ascending", 0, 1, n=64, batch=7) == (0.0, 0.9)  # batches of 7, 1 left
+    last_token_wrong = SortOracle(last_token_offset=1)  # the last output token always one too high
+    assert greedy_scores(last_token_wrong, "ascending", 0, 1, n=64) == (0.0, 0.9)
+    assert greedy_scores(last_token_wrong, "ascending", 0, 1, n=64, batch=7) == (0.0, 0.9)  # batches of 7, 1 left
 
 
 def test_record_key_invalidation(tmp_path):

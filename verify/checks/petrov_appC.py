@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from verify.checks.petrov_sec5 import summary
+from verify.checks.petrov_sec5 import provenance, summary
 from verify.experiments.schedule import Training
 from verify.registry import training_check
 from verify.result import Outcome
@@ -78,8 +78,7 @@ def translation_verdict(runs: list[dict]) -> Outcome:
                     f"{PAPER_LORA:.0%}), prefix on B {prefix['mean']:.2%} ± {prefix['std']:.2%} (max "
                     f"{prefix['max']:.2%} < {PREFIX_MAX:.0%}); {params['lora']} LoRA vs {params['prefix']} "
                     f"prefix parameters"),
-        "seeds": [r["seed"] for r in runs], "scale": runs[0]["scale"],
-        "records": [r["path"] for r in runs], "retrained": [not r["reused"] for r in runs],
+        **provenance(runs),
         "thresholds": {"lora_min": LORA_MIN, "prefix_max": PREFIX_MAX, "pretrained_min": PRETRAINED_MIN,
                        "lora_parameters_at_most_prefix": True},
         "per_seed": seeds,

@@ -41,6 +41,13 @@ def summary(values: list[float]) -> dict[str, Any]:
             "min": round(float(a.min()), 4), "max": round(float(a.max()), 4)}
 
 
+def provenance(runs: list[dict]) -> dict[str, Any]:
+    """What a training verdict rests on: seeds, scale, the record of each run and whether it was
+    trained in this invocation (else reused from its current record)."""
+    return {"seeds": [r["seed"] for r in runs], "scale": runs[0]["scale"], "records": [r["path"] for r in runs],
+            "retrained": [not r["reused"] for r in runs]}
+
+
 def not_learnable(accuracy: list[float]) -> bool:
     """The criterion 'a prefix cannot learn it': below PREFIX_MAX on every seed."""
     return all(a < PREFIX_MAX for a in accuracy)
@@ -60,8 +67,7 @@ def descending_verdict(runs: list[dict]) -> Outcome:
         "summary": (f"{len(runs)} seeds ({runs[0]['scale']} scale, {reused} from records): prefix on descending "
                     f"max {max(prefix):.2%} (< {PREFIX_MAX:.0%}), full fine-tuning min {min(finetuned):.2%} "
                     f"(> {FINETUNE_MIN:.0%}); paper 0.00% vs 84.91%"),
-        "seeds": [r["seed"] for r in runs], "scale": runs[0]["scale"],
-        "records": [r["path"] for r in runs], "retrained": [not r["reused"] for r in runs],
+        **provenance(runs),
         "thresholds": {"prefix_max": PREFIX_MAX, "finetune_min": FINETUNE_MIN, "skill_min": SKILL_MIN},
         "prefix_descending": summary(prefix), "finetuned_descending": summary(finetuned),
         "pretrained_ascending": summary(skill),

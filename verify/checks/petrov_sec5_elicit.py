@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from verify.checks.petrov_sec5 import summary
+from verify.checks.petrov_sec5 import provenance, summary
 from verify.experiments.scales import PAPER_NUMBERS
 from verify.experiments.tasks import MIXTURE
 from verify.experiments.schedule import Training
@@ -85,8 +85,7 @@ def elicit_verdict(runs: list[dict]) -> Outcome:
                     f"(< {OFF_DIAGONAL_MAX:.0%}); pretrained without prefix max "
                     f"{max(max(a['pretrained'].values()) for a in acc):.2%}; paper diagonal min 83.72%, "
                     f"off-diagonal max 0.66%"),
-        "seeds": [r["seed"] for r in runs], "scale": runs[0]["scale"],
-        "records": [r["path"] for r in runs], "retrained": [not r["reused"] for r in runs],
+        **provenance(runs),
         "thresholds": {"diagonal_min": DIAGONAL_MIN, "off_diagonal_max": OFF_DIAGONAL_MAX,
                        "pretrained_below_prefix": True},
         "per_seed": [{"seed": r["seed"], **s} for r, s in zip(runs, per_seed, strict=True)],

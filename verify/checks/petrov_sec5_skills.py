@@ -35,11 +35,10 @@ petrov.sec3.capacity.trained-model (Sec. 3 / paper notes 4.5, counted on M_0)
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
-from verify.checks.petrov_sec5 import summary
+from verify.checks.petrov_sec5 import provenance, summary
 from verify.experiments.schedule import Training
 from verify.registry import training_check
 from verify.result import Outcome
@@ -57,11 +56,6 @@ PREFIX_SAI, PREFIX_DH, LORA_DH = f"prefix_{SAI}", f"prefix_{DH}", f"lora_{DH}"
 
 
 TRAINING = Training("skills", SCALE, N_SEEDS)  # one set of runs for all five claims
-
-
-def _provenance(runs: list[dict]) -> dict[str, Any]:
-    return {"seeds": [r["seed"] for r in runs], "scale": runs[0]["scale"], "records": [r["path"] for r in runs],
-            "retrained": [not r["reused"] for r in runs]}
 
 
 def _acc(runs: list[dict], model: str, task: str) -> list[float]:
@@ -85,7 +79,7 @@ def combines_verdict(runs: list[dict]) -> Outcome:
     evidence = {
         "summary": (f"prefix on sort-and-increment {' / '.join(f'{v:.2%}' for v in sai)} (needs > {COMBINES_MIN:.0%} "
                     f"on every seed); pretrained {np.mean(base):.2%}; paper 71.59% vs 0.00%"),
-        **_provenance(runs),
+        **provenance(runs),
         "thresholds": {"combines_min": COMBINES_MIN, "gain_over_pretrained": COMBINES_GAIN},
         "prefix_sort_and_increment": summary(sai), "pretrained_sort_and_increment": summary(base),
         "prefix_sai_per_token_accuracy": summary([r["metrics"]["token_accuracy"][PREFIX_SAI][SAI] for r in runs]),
@@ -113,7 +107,7 @@ def double_hist_verdict(runs: list[dict]) -> Outcome:
     evidence = {
         "summary": (f"prefix on double_hist max {max(dh):.2%} (< {NEW_TASK_MAX:.0%}); paper 0.62% (prefix 10) "
                     f"and 0.31% (prefix 12)"),
-        **_provenance(runs),
+        **provenance(runs),
         "thresholds": {"not_learnable_below": NEW_TASK_MAX},
         "prefix_double_hist": summary(dh), "pretrained_double_hist": summary(_acc(runs, "pretrained", DH)),
         "paper": {"prefix_10": 0.0062, "prefix_12": 0.0031},
@@ -142,7 +136,7 @@ def lora_verdict(runs: list[dict]) -> Outcome:
                     f"{np.mean(dh):.2%} (max {max(dh):.2%}, < {NEW_TASK_MAX:.0%}), {params['lora']:,} trainable "
                     f"parameters each (rank {runs[0]['config']['lora']['rank']} vs {runs[0]['config']['prefix_length']} "
                     f"positions); paper rank 1 vs 12 positions: 92.38% vs 0.31%, 12,288 each"),
-        **_provenance(runs),
+        **provenance(runs),
         "thresholds": {"lora_min": LORA_MIN, "prefix_max": NEW_TASK_MAX, "parameter_counts_equal": True},
         "lora_double_hist": summary(lora), "prefix_double_hist": summary(dh),
         "trainable_parameters": {"lora": params["lora"], "prefix": params["prefix"], "model": params["model"]},
@@ -176,7 +170,7 @@ def spread_verdict(runs: list[dict]) -> Outcome:
         "summary": (f"largest per-layer mean spread of the prefix attention {worst:.3f} (< {SPREAD_MAX}) over "
                     f"{len(prefix_layers)} trained prefixes x {len(runs)} seeds; paper (GPT-2, Emotion) "
                     f"0.016-0.174 per layer"),
-        **_provenance(runs),
+        **provenance(runs),
         "thresholds": {"spread_max": SPREAD_MAX},
         "per_layer_prefix_spread": {stage: np.round(np.array(v), 4).tolist() for stage, v in prefix_layers.items()},
         "per_layer_content_spread": {stage: np.round(np.array(v), 4).tolist() for stage, v in content_layers.items()},
@@ -206,7 +200,7 @@ def capacity_verdict(runs: list[dict]) -> Outcome:
                     f"of V = {caps[0]['vocab_size']}, virtual {[c['virtual_distinct'] for c in caps]} of "
                     f"{caps[0]['virtual_tokens']} sampled (>= {CAPACITY_FACTOR}x); LLaMA-7B in the paper: 24,426 of "
                     f"32,000 real vs 46,812 of 48,218 virtual"),
-        **_provenance(runs),
+        **provenance(runs),
         "thresholds": {"virtual_at_least_times_real": CAPACITY_FACTOR},
         "per_seed": [{k: c[k] for k in ("real_distinct", "virtual_distinct", "virtual_not_reachable_by_real",
                                         "virtual_tokens", "virtual_scale")} for c in caps],
