@@ -14,6 +14,7 @@ import numpy as np
 
 from theorems.claims import Claim
 from verify.experiments.schedule import RunFailed, RunId, Training, records_for
+from verify.protocol import Finding, ProtocolError, Skipped, verdict
 from verify.result import ClaimResult, Outcome
 
 
@@ -44,59 +45,87 @@ class Context:
         return np.random.default_rng([self.seed, digest])
 
 
-CheckFn = Callable[[Context], Outcome]
+CheckFn = Callable[[Context], "Finding | Skipped | Outcome"]
 CHECKS: dict[str, CheckFn] = {}
+CONTROLS: dict[str, tuple[str, ...]] = {}  # claim id -> the names of the controls its check runs
 TRAININGS: dict[str, Training] = {}  # claim id -> the training runs its check rests on
 
 
-def check(claim_id: str) -> Callable[[CheckFn], CheckFn]:
-    """Bind a check function to a claim id (one check per id)."""
+def check(claim_id: str, controls: tuple[str, ...] | None = None) -> Callable[[CheckFn], CheckFn]:
+    """Bind a check function to a claim id (one check per id), declaring the names of the
+    controls it runs (at least one). The runner refuses a Finding whose controls are not exactly
+    the declared ones, so a control cannot silently disappear."""
 
     def register(fn: CheckFn) -> CheckFn:
         if claim_id in CHECKS:
             raise RuntimeError(f"two checks registered for {claim_id}")
+        if controls is not None:
+            if not controls or len(set(controls)) != len(controls):
+                raise RuntimeError(f"{claim_id}: declare at least one control, each name once")
+            CONTROLS[claim_id] = tuple(controls)
         CHECKS[claim_id] = fn
         return fn
 
     return register
 
 
-def training_check(claim_id: str, training: Training) -> Callable[[Callable[[list[dict]], Outcome]],
-                                                                   Callable[[list[dict]], Outcome]]:
+RecordVerdict = Callable[[list[dict]], "Finding | Outcome"]
+
+
+def training_check(claim_id: str, training: Training,
+                   controls: tuple[str, ...] | None = None) -> Callable[[RecordVerdict], RecordVerdict]:
     """Bind a verdict on run records to a claim id: the check skips under --quick, else passes the
     verdict the records of ``training`` (seeds context.seed, context.seed + 1, ...). The CLI reads
     TRAININGS to train every needed run once before any check runs."""
 
-    def register(verdict: Callable[[list[dict]], Outcome]) -> Callable[[list[dict]], Outcome]:
-        def run(context: Context) -> Outcome:
+    def register(on_records: RecordVerdict) -> RecordVerdict:
+        def run(context: Context) -> Finding | Skipped | Outcome:
             if context.quick:
-                return Outcome(False, {"scale": training.scale, "seeds": training.seeds}, {}, False,
-                               skipped_reason="training claim; run without --quick")
-            return verdict(context.training_records(training))
+                return Skipped(QUICK_SKIP, {"scale": training.scale, "seeds": training.seeds})
+            return on_records(context.training_records(training))
 
-        run.__doc__ = verdict.__doc__
-        check(claim_id)(run)
+        run.__doc__ = on_records.__doc__
+        check(claim_id, controls)(run)
         TRAININGS[claim_id] = training
-        return verdict
+        return on_records
 
     return register
 
 
+QUICK_SKIP = "training claim; run without --quick"
+
+
 def run_claim(claim: Claim, context: Context) -> ClaimResult:
-    """Run one claim's check. An exception inside a check is an 'error' with its message."""
+    """Run one claim's check and compute its verdict (``verify.protocol.verdict``): the check
+    measures, the runner decides. An exception inside a check, or a return value the protocol
+    does not accept, is an 'error' with its message."""
     result = ClaimResult(claim.id, claim.paper, claim.section, claim.statement, claim.evidence_kind, "error")
     start = time.perf_counter()
     try:
-        outcome = CHECKS[claim.id](context)
+        returned = CHECKS[claim.id](context)
+        if isinstance(returned, Outcome):
+            returned = returned.to_finding()
+        if not isinstance(returned, Finding | Skipped):
+            raise ProtocolError(f"a check must return Finding or Skipped, got {type(returned).__name__}")
+        declared = CONTROLS.get(claim.id)
+        if isinstance(returned, Finding) and declared is not None:
+            ran = tuple(c.name for c in returned.controls)
+            if sorted(ran) != sorted(declared):
+                raise ProtocolError(f"controls run {list(ran)} differ from those declared {list(declared)}")
     except Exception as exc:  # a checker bug is reported, never hidden
-        result.evidence = {"error": f"{type(exc).__name__}: {exc}",
-                           "where": traceback.format_exc(limit=3).splitlines()[-3:]}
+        message = f"{type(exc).__name__}: {exc}"
+        result.evidence = {"error": message, "where": traceback.format_exc(limit=3).splitlines()[-3:]}
+        result.reasons = [f"error: {message}"]
     else:
-        result.evidence, result.control = outcome.evidence, outcome.control
-        if outcome.skipped_reason is not None:
+        if isinstance(returned, Skipped):
             result.status = "skipped"
-            result.evidence = {"reason": outcome.skipped_reason, **outcome.evidence}
+            result.evidence = {"reason": returned.reason, **returned.details}
+            result.reasons = [f"skipped: {returned.reason}"]
         else:
-            result.status = "pass" if outcome.holds and outcome.control_refuted else "fail"
+            decided = verdict(returned)
+            result.status, result.reasons = decided.status, list(decided.reasons)
+            result.rung = returned.evidence.rung.value
+            result.evidence = returned.evidence.to_json()
+            result.control = {c.name: c.to_json() for c in returned.controls}
     result.seconds = time.perf_counter() - start
     return result

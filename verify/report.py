@@ -18,30 +18,20 @@ STATUS_STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "s
 
 
 def summarize_evidence(result: ClaimResult) -> str:
-    """One short line of the strongest evidence in a claim's record."""
-    ev = result.evidence
+    """The check's own one-line summary (``Evidence.summary``), or why it errored or was skipped."""
     if result.status in ("error", "skipped"):
-        return str(ev.get("error") or ev.get("reason", ""))
-    parts = []
-    if "certificate" in ev:
-        cert = ev["certificate"]
-        parts.append(f"certified {cert['cases']} cases, worst margin {cert['worst_margin']:.3g}")
-    if "min_inverse_temperature" in ev:
-        t = ev["min_inverse_temperature"]
-        parts.append(f"T* = {t['value']:.6g} (tight at +/-{t['delta']:g})")
-    if "randomized" in ev:
-        r = ev["randomized"]
-        parts.append(f"random {r['correct']}/{r['instances']}")
-    if "summary" in ev:
-        parts.append(str(ev["summary"]))
-    return "; ".join(parts)
+        return "; ".join(result.reasons)
+    rung = f"[{result.rung}] " if result.rung else ""
+    return rung + str(result.evidence["summary"])
 
 
 def summarize_control(result: ClaimResult) -> str:
-    if not result.control:
+    """'k/n refuted', naming each control that was not refuted (those make the claim fail)."""
+    if result.status in ("error", "skipped"):
         return ""
-    refuted = sum(bool(c.get("refuted")) for c in result.control.values() if isinstance(c, dict))
-    return f"{refuted}/{len(result.control)} refuted"
+    standing = [name for name, c in result.control.items() if not c["refuted"]]
+    text = f"{len(result.control) - len(standing)}/{len(result.control)} refuted"
+    return text + (f"; NOT refuted: {', '.join(standing)}" if standing else "")
 
 
 def render_table(results: list[ClaimResult], console: Console) -> None:
@@ -52,6 +42,10 @@ def render_table(results: list[ClaimResult], console: Console) -> None:
         table.add_row(r.id, f"[{STATUS_STYLE[r.status]}]{r.status}[/]", summarize_evidence(r),
                       summarize_control(r), f"{r.seconds:.1f}")
     console.print(table)
+    for r in results:
+        if r.status in ("fail", "error"):
+            for reason in r.reasons:
+                console.print(f"[{STATUS_STYLE[r.status]}]{r.id}[/]: {reason}", highlight=False)
     counts = {s: sum(r.status == s for r in results) for s in STATUS_STYLE}
     console.print(", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no claims run")
 
