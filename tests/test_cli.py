@@ -7,7 +7,9 @@ subprocess to check what a user really sees: the exit code, and no traceback on 
 from __future__ import annotations
 
 import json
+from importlib.resources import files
 
+import jsonschema
 import pytest
 from cli_helpers import assert_usage_error, cli, cli_subprocess
 
@@ -16,7 +18,8 @@ from verify.cli import main
 from verify.registry import CHECKS
 
 EVIDENCE_KINDS = {"symbolic", "certificate", "convex", "randomized", "trained"}
-CLAIM_KEYS = {"id", "paper", "section", "statement", "evidence_kind", "status", "evidence", "control", "seconds"}
+CLAIM_KEYS = {"id", "paper", "section", "statement", "evidence_kind", "status", "rung", "reasons", "evidence", "control",
+              "seconds"}
 
 
 
@@ -150,6 +153,7 @@ def cheap_report(tmp_path_factory) -> tuple[int, dict]:
 def test_run_writes_the_design_json_schema_and_exits_0(cheap_report):
     code, report = cheap_report
     assert code == 0
+    jsonschema.validate(report, json.loads(files("verify").joinpath("report.schema.json").read_text()))
     assert set(report) == {"promptproof", "seed", "claims"}
     assert isinstance(report["promptproof"], str) and report["promptproof"]
     assert report["seed"] == 0
