@@ -1,7 +1,7 @@
 """Run records: what a training run measured, keyed by the hash of what produced it.
 
 A record is one JSON file ``notes/results/<experiment>/<scale>-seed<k>.json``:
-    {"experiment", "scale", "seed", "config", "code_hash", "key", "metrics", "created"}
+    {"experiment", "scale", "seed", "config", "code_hash", "key", "metrics", "created", "digest"}
 with
     code_hash = sha256 over the bytes of every file in PRODUCING_FILES (in order, name-tagged)
     key       = sha256( code_hash + own + canonical JSON of {experiment, scale, seed, config} )
@@ -9,6 +9,14 @@ where ``own`` is empty for an experiment defined in experiments.py and, for one 
 of its own (EXPERIMENT_FILES, e.g. ``elicit`` in elicit.py), the code_hash of that module's files:
 each record's key covers exactly the code that produced it, and adding an experiment module does
 not change the keys of the others.
+    digest    = sha256( canonical JSON of every other field of the record )
+seals the record as written: an edit to any accuracy, to the key or to the configuration changes
+the digest it should have. The digest is evidence against accidental or casual edits only (anyone
+can recompute a sha256); ``python -m verify audit-records`` is what checks that a record's numbers
+are what its code produces, by retraining (notes/records.md).
+A record that parses is *refused* (``RecordRefused``, one line naming the file) when its digest is
+wrong, or when it has none and its key is current: it is neither trusted nor silently retrained
+over; the checks resting on it report an error (``schedule.prepare_runs``).
 A record is *current* when its stored key equals the key recomputed from today's code and config:
 then it is used as is. Any edit to the producing code or the configuration changes the key, so a
 stale record is never trusted; ``retrain`` ignores records altogether. Records are written
@@ -57,31 +65,69 @@ def run_key(experiment: str, scale: str, seed: int, config: dict, code: str) -> 
     return hashlib.sha256((code + own + payload).encode()).hexdigest()
 
 
+class RecordRefused(RuntimeError):
+    """A record on disk that may not be used and may not be silently overwritten: its message is
+    one line that names the file and says what to do."""
+
+
+def record_digest(record: dict) -> str:
+    """sha256 of the canonical JSON of the record without its ``digest`` field, computed on the
+    record as JSON reads it back (so a value that JSON changes, a tuple, cannot seal differently
+    from the file)."""
+    body = json.loads(canonical({k: v for k, v in record.items() if k != "digest"}))
+    return hashlib.sha256(canonical(body).encode()).hexdigest()
+
+
+def seal(record: dict) -> dict:
+    """The record with its digest added (or replaced)."""
+    return {**record, "digest": record_digest(record)}
+
+
+def integrity_problem(record: dict, current: bool) -> str | None:
+    """Why ``record`` may not be used, or None. ``current``: its key matches today's code and
+    config. A wrong digest is refused whatever the key (an edited key must not turn a tampered
+    record into a stale one that is quietly retrained over); a missing digest only on a current
+    key (an unsealed stale record is simply stale)."""
+    stored = record.get("digest")
+    if stored is None:
+        return "no digest, the record is not sealed" if current else None
+    if stored != record_digest(record):
+        return "digest mismatch, the record was edited"
+    return None
+
+
 def record_path(experiment: str, scale: str, seed: int, results_dir: Path = RESULTS_DIR) -> Path:
     return results_dir / experiment / f"{scale}-seed{seed}.json"
 
 
 def load_current(experiment: str, scale: str, seed: int, config: dict, code: str,
                  results_dir: Path = RESULTS_DIR) -> dict | None:
-    """The record of this run if it exists, parses, and its key matches; otherwise None."""
+    """The record of this run if it exists, parses, its key matches and its digest is right;
+    None if it is missing, does not parse or is stale. Raises RecordRefused when its digest is
+    wrong, or missing on a current key (``integrity_problem``)."""
     path = record_path(experiment, scale, seed, results_dir)
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if record.get("key") != run_key(experiment, scale, seed, config, code):
+    if not isinstance(record, dict):
         return None
-    return record
+    current = record.get("key") == run_key(experiment, scale, seed, config, code)
+    problem = integrity_problem(record, current)
+    if problem is not None:
+        raise RecordRefused(f"{relative(path)}: {problem}; retrain it with --retrain or restore it")
+    return record if current else None
 
 
 def write_record(experiment: str, scale: str, seed: int, config: dict, code: str, metrics: dict,
                  results_dir: Path = RESULTS_DIR) -> Path:
-    """Write the record atomically; returns its path."""
+    """Write the record, sealed with its digest, atomically; returns its path."""
     path = record_path(experiment, scale, seed, results_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"experiment": experiment, "scale": scale, "seed": seed, "config": config, "code_hash": code,
               "key": run_key(experiment, scale, seed, config, code), "metrics": metrics,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = seal(record)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)

@@ -8,6 +8,9 @@ and hands the records to the checks through ``Context.prepared_runs``:
     runs   = union over the chosen checks c of {(experiment_c, scale_c, seed + k) : k < seeds_c}
     record = current record of the run            (unless --retrain)
              else run_experiment(...) in a worker  (one run per process, one torch thread each)
+             a RunFailed in its place when the record on disk is refused (edited or unsealed,
+             records.RecordRefused) or training raised: the checks resting on that run report
+             an error with its one line, every other check still runs.
 
 With ``jobs`` = J > 1 the runs to train go to J worker processes (spawned, so each starts with
 clean torch state; each run is deterministic whichever process trains it), longest first: the
@@ -42,8 +45,9 @@ class RunId:
 
 
 class RunFailed(RuntimeError):
-    """Training one run raised: kept in place of its record, so that the checks resting on that run
-    report an error with this message while every other check still runs."""
+    """Training one run raised, or its record on disk was refused: kept in place of its record, so
+    that the checks resting on that run report an error with this message while every other check
+    still runs."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,10 @@ def needed_runs(trainings: Iterable[Training], first_seed: int) -> list[RunId]:
     return list(out)
 
 
-def previous_seconds(run: RunId, results_dir: Path = records.RESULTS_DIR) -> float:
+def previous_seconds(run: RunId, results_dir: Path | None = None) -> float:
     """Seconds the run's last record took (stale or not), 0 when there is none: the scheduling
     estimate."""
+    results_dir = records.RESULTS_DIR if results_dir is None else results_dir
     try:
         return float(json.loads(records.record_path(run.experiment, run.scale, run.seed, results_dir)
                                 .read_text())["metrics"]["seconds_total"])
@@ -97,30 +102,40 @@ def _train_one(run: RunId, retrain: bool, device: str, results_dir: Path, checkp
 
 
 def prepare_runs(runs: list[RunId], retrain: bool = False, jobs: int = 1, device: str = "cpu",
-                 log: Callable[[str], None] | None = None, results_dir: Path = records.RESULTS_DIR,
+                 log: Callable[[str], None] | None = None, results_dir: Path | None = None,
                  checkpoint_dir: Path | None = records.CHECKPOINT_DIR) -> dict[RunId, dict | RunFailed]:
     """Make every run current once; returns run -> record (with ``path`` and ``reused``, as
-    run_experiment gives), or a RunFailed where training raised. ``jobs`` = 1 trains in this process
-    (with progress bars); more trains that many runs at a time in worker processes (one line per
-    finished run)."""
+    run_experiment gives), or a RunFailed where its record was refused or training raised.
+    ``jobs`` = 1 trains in this process (with progress bars); more trains that many runs at a time
+    in worker processes (one line per finished run). ``results_dir`` None: records.RESULTS_DIR
+    (read at call time)."""
     from verify.experiments.experiments import run_experiment
     from verify.experiments.scales import config_for
 
+    results_dir = records.RESULTS_DIR if results_dir is None else results_dir
     say = log if log is not None else (lambda line: None)
     out: dict[RunId, dict | RunFailed] = {}
     code = records.code_hash()
     to_train = []
+    refused: list[RunId] = []
     for run in runs:
         config = config_for(run.experiment, run.scale)  # registers the experiment's module
-        record = None if retrain else records.load_current(run.experiment, run.scale, run.seed, config, code,
-                                                             results_dir)
+        try:
+            record = None if retrain else records.load_current(run.experiment, run.scale, run.seed, config, code,
+                                                                 results_dir)
+        except records.RecordRefused as exc:  # neither trusted nor retrained over
+            out[run] = RunFailed(str(exc))
+            refused.append(run)
+            say(str(exc))
+            continue
         if record is None:
             to_train.append(run)
         else:
             path = records.record_path(run.experiment, run.scale, run.seed, results_dir)
             out[run] = {**record, "path": records.relative(path), "reused": True}
-    if out:
-        say(f"{len(out)} run(s) have current records: {', '.join(map(str, out))}")
+    reused = [run for run in out if run not in refused]
+    if reused:
+        say(f"{len(reused)} run(s) have current records: {', '.join(map(str, reused))}")
     if to_train:
         to_train.sort(key=lambda r: (-previous_seconds(r, results_dir), r))
         say(f"training {len(to_train)} run(s), {min(jobs, len(to_train))} at a time: {', '.join(map(str, to_train))}")
@@ -160,7 +175,8 @@ def _failed(run: RunId, exc: Exception, say: Callable[[str], None]) -> RunFailed
 def records_for(prepared: Mapping[RunId, dict | RunFailed], training: Training, first_seed: int,
                 retrain: bool) -> list[dict]:
     """The records a check rests on: from ``prepared`` (the CLI made them current; a RunFailed
-    there is raised), else made current now (a check called on its own, e.g. from a test)."""
+    there is raised), else made current now (a check called on its own, e.g. from a test; a
+    refused record is raised as a RunFailed with its one line, as from the CLI)."""
     runs = training.runs(first_seed)
     if all(run in prepared for run in runs):
         for run in runs:
@@ -169,4 +185,7 @@ def records_for(prepared: Mapping[RunId, dict | RunFailed], training: Training, 
         return [prepared[run] for run in runs]
     from verify.experiments.experiments import run_experiment
 
-    return run_experiment(training.experiment, training.scale, tuple(r.seed for r in runs), retrain=retrain)
+    try:
+        return run_experiment(training.experiment, training.scale, tuple(r.seed for r in runs), retrain=retrain)
+    except records.RecordRefused as exc:
+        raise RunFailed(str(exc)) from None
