@@ -19,7 +19,10 @@ from verify.experiments.scales import config_for
 from verify.experiments.tasks import (IGNORE, eval_set, exact_match, greedy_scores, is_test, make_batch,
                                       sample_inputs, solve)
 from verify.experiments.train import StageConfig, train_stage
-from verify.registry import Context
+from theorems.claims import claim
+from verify.experiments.schedule import RunId
+from verify.protocol import Skipped
+from verify.registry import CHECKS, CONTROLS, QUICK_SKIP, Context, run_claim
 
 
 @pytest.fixture(autouse=True)
@@ -219,7 +222,10 @@ def test_ci_pipeline_end_to_end(tmp_path):
     (run,) = runs
     assert not run["reused"]
     metrics = run["metrics"]
-    assert set(metrics["accuracy"]) == {"pretrained", "finetuned", "prefix", "control_prefix"}
+    assert set(metrics["accuracy"]) == {"pretrained", "finetuned", "prefix", "recover_prefix"}
+    assert set(metrics["training"]) == {"pretrain", "finetune", "prefix", "recover_prefix"}
+    stages = config_for("descending", "ci")["stages"]  # the recovery control has the prefix's budget
+    assert {k: stages["recover_prefix"][k] for k in ("iters", "lr")} == {k: stages["prefix"][k] for k in ("iters", "lr")}
     assert all(0.0 <= v <= 1.0 for by_task in metrics["accuracy"].values() for v in by_task.values())
     assert metrics["parameters"]["prefix"] == 96 and metrics["parameters"]["full_finetune"] > 100_000
     assert np.asarray(metrics["attention"]["prefix"]["pattern"]).shape == (20, 20)
@@ -228,38 +234,74 @@ def test_ci_pipeline_end_to_end(tmp_path):
     again = run_experiment("descending", "ci", seeds=(0,), results_dir=tmp_path / "results",
                            checkpoint_dir=tmp_path / "ck", quiet=True)
     assert again[0]["reused"] and again[0]["metrics"] == metrics
-    # the verdict machinery on ci numbers: runs, returns a well-formed outcome
+    # the verdict machinery on ci numbers: runs, returns a well-formed finding
     from verify.checks.petrov_sec5 import descending_verdict
 
-    outcome = descending_verdict(runs)
-    assert set(outcome.evidence["prefix_descending"]) == {"per_seed", "mean", "std", "min", "max"}
+    finding = descending_verdict(runs)
+    assert set(finding.evidence.details["prefix_descending"]) == {"per_seed", "mean", "std", "min", "max"}
+    assert {c.name for c in finding.controls} == set(CONTROLS["petrov.sec5.descending-not-learnable"])
 
 
 def test_check_skipped_under_quick():
     import verify.checks.petrov_sec5  # noqa: F401  (registers the check)
-    from verify.registry import CHECKS
 
     outcome = CHECKS["petrov.sec5.descending-not-learnable"](Context(seed=0, quick=True))
-    assert outcome.skipped_reason == "training claim; run without --quick"
+    assert isinstance(outcome, Skipped) and outcome.reason == QUICK_SKIP
 
 
-def test_verdict_and_controls_on_synthetic_records():
-    """The checker's logic: passes on the paper's pattern, fails when the prefix learns, and its
-    control refutes 'not learnable' for the fine-tuned model."""
+def test_lora_at_initialisation_is_exactly_the_pretrained_function():
+    """B = 0 at initialisation: the 'LoRA frozen at init' controls use the pretrained model's
+    accuracy, which is valid only because the two compute the same logits bit for bit."""
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(block_size=31, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
+    lora = copy.deepcopy(base)
+    add_lora(lora, 4, ("c_attn", "c_proj", "c_fc"))
+    x = torch.randint(0, 10, (3, 20))
+    assert torch.equal(base(x), lora(x))
+
+
+def descending_record(seed, prefix=0.0, finetuned=0.85, start=0.02, recovered=0.9, pre_desc=0.0):
+    acc = {"pretrained": {"ascending": 0.9, "descending": pre_desc},
+           "finetuned": {"ascending": 0.0, "descending": finetuned},
+           "prefix": {"ascending": start, "descending": prefix}, "recover_prefix": {"ascending": recovered}}
+    training = {s: {"final_loss": 0.1} for s in ("prefix", "finetune", "recover_prefix")}
+    return {"seed": seed, "scale": "cpu", "path": "x", "reused": True,
+            "config": {"stages": {"prefix": {"iters": 8000, "lr": 5e-4}}},
+            "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1}, "training": training}}
+
+
+def runner_result(claim_id: str, experiment: str, records: list[dict]):
+    """The runner's verdict (registry.run_claim) on synthetic records handed over as prepared runs."""
+    prepared = {RunId(experiment, "cpu", r["seed"]): r for r in records}
+    return run_claim(claim(claim_id), Context(seed=0, prepared_runs=prepared))
+
+
+def test_verdict_on_synthetic_records():
+    """Passes on the paper's pattern; fails when the prefix learns descending, or full fine-tuning
+    does not, on one seed."""
     from verify.checks.petrov_sec5 import descending_verdict
 
-    def run(seed, prefix, finetuned, control=0.9):
-        acc = {"pretrained": {"ascending": 0.9, "descending": 0.0}, "finetuned": {"ascending": 0.0, "descending": finetuned},
-               "prefix": {"ascending": 0.0, "descending": prefix}, "control_prefix": {"ascending": control}}
-        training = {"prefix": {"final_loss": 5.0}, "finetune": {"final_loss": 0.1}}
-        return {"seed": seed, "scale": "cpu", "path": "x", "reused": True,
-                "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1}, "training": training}}
+    good = descending_verdict([descending_record(s) for s in range(3)])
+    assert good.evidence.holds and all(c.refuted for c in good.controls)
+    bad = [descending_record(0), descending_record(1, prefix=0.3), descending_record(2)]
+    assert not descending_verdict(bad).evidence.holds
+    assert not descending_verdict([descending_record(s, finetuned=0.02) for s in range(3)]).evidence.holds
 
-    good = descending_verdict([run(s, 0.0, 0.85) for s in range(3)])
-    assert good.holds and good.control_refuted
-    assert not descending_verdict([run(0, 0.0, 0.85), run(1, 0.3, 0.85), run(2, 0.0, 0.85)]).holds
-    assert not descending_verdict([run(s, 0.0, 0.02) for s in range(3)]).control_refuted
-    assert not descending_verdict([run(s, 0.0, 0.85, control=0.1) for s in range(3)]).control_refuted
+
+@pytest.mark.parametrize(("control", "wrong"), [
+    ("prefix_budget_recovers_pretrained_task", {"recovered": 0.04}),  # the budget cannot move accuracy
+    ("prefix_budget_recovers_pretrained_task", {"start": 0.6, "recovered": 0.95}),  # start had the skill
+    ("prefix_budget_recovers_pretrained_task", {"start": 0.3, "recovered": 0.6}),  # gain 30 < 45 points
+    ("finetune_criterion_on_untrained_model", {"pre_desc": 0.6}),  # pretrained model already does it
+])
+def test_each_control_can_flip_while_the_pass_condition_holds(control, wrong):
+    claim_id = "petrov.sec5.descending-not-learnable"
+    good = runner_result(claim_id, "descending", [descending_record(s) for s in range(3)])
+    flipped = runner_result(claim_id, "descending", [descending_record(s, **wrong) for s in range(3)])
+    assert good.evidence["holds"] and flipped.evidence["holds"]  # the pass condition holds in both
+    assert good.control[control]["refuted"] and not flipped.control[control]["refuted"]
+    assert (good.status, flipped.status) == ("pass", "fail")
+    assert any(control in reason for reason in flipped.reasons)
 
 
 def test_cli_experiments_bad_input(capsys):

@@ -12,7 +12,10 @@ from verify.experiments import records
 from verify.experiments.experiments import run_experiment
 from verify.experiments.scales import config_for
 from verify.experiments.tasks import MIXTURE
-from verify.registry import Context
+from theorems.claims import claim
+from verify.experiments.schedule import RunId
+from verify.protocol import Skipped
+from verify.registry import CHECKS, QUICK_SKIP, Context, run_claim
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +62,8 @@ def test_ci_pipeline_end_to_end_and_figure(tmp_path):
     (run,) = runs
     assert not run["reused"]
     acc = run["metrics"]["accuracy"]
-    assert set(acc) == {"pretrained", *(f"prefix_{t}" for t in MIXTURE), "control_prefix_double_hist"}
+    assert set(acc) == {"pretrained", *(f"prefix_{t}" for t in MIXTURE), *(f"init_prefix_{t}" for t in MIXTURE),
+                        "control_prefix_double_hist"}
     assert all(set(acc[m]) == set(MIXTURE) for m in acc if m != "control_prefix_double_hist")
     assert all(0.0 <= v <= 1.0 for row in acc.values() for v in row.values())
     assert run["metrics"]["parameters"]["prefix"] == 32  # 1 layer x 1 position x n_embd 32
@@ -71,43 +75,56 @@ def test_ci_pipeline_end_to_end_and_figure(tmp_path):
     from verify.checks.petrov_sec5_elicit import elicit_verdict
     from verify.experiments.elicit_figures import cross_matrix
 
-    outcome = elicit_verdict(runs)
-    assert isinstance(outcome.evidence["summary"], str) and len(outcome.evidence["per_seed"]) == 1
+    finding = elicit_verdict(runs)
+    assert isinstance(finding.evidence.summary, str) and len(finding.evidence.details["per_seed"]) == 1
     path = cross_matrix(runs, tmp_path / "matrix.png")
     assert path.stat().st_size > 1000
 
 
-def _synthetic(seed, diagonal, off, pretrained=0.25, control=0.0):
+def _synthetic(seed, diagonal, off, pretrained=0.25, control=0.0, init_diagonal=0.0, init_off=0.0):
     acc = {"pretrained": {u: pretrained for u in MIXTURE}, "control_prefix_double_hist": {"double_hist": control}}
     for t in MIXTURE:
         acc[f"prefix_{t}"] = {u: diagonal if u == t else off for u in MIXTURE}
-    training = {"pretrain": {"final_loss": 0.3}, **{f"prefix_{t}": {"final_loss": 0.1} for t in MIXTURE}}
+        acc[f"init_prefix_{t}"] = {u: init_diagonal if u == t else init_off for u in MIXTURE}
+    training = {"pretrain": {"final_loss": 0.3}, "control_prefix_double_hist": {"final_loss": 1.5},
+                **{f"prefix_{t}": {"final_loss": 0.1} for t in MIXTURE}}
     return {"seed": seed, "scale": "cpu", "path": "x", "reused": True,
             "metrics": {"accuracy": acc, "parameters": {"prefix": 128, "model": 1}, "training": training}}
 
 
-def test_verdict_and_controls_on_synthetic_records():
+def test_verdict_on_synthetic_records():
     from verify.checks.petrov_sec5_elicit import elicit_verdict
 
     good = elicit_verdict([_synthetic(s, 0.9, 0.001) for s in range(3)])
-    assert good.holds and good.control_refuted
-    assert "summary" in good.evidence
+    assert good.evidence.holds and all(c.refuted for c in good.controls)
     # one seed's prefix too weak on its task, or leaking onto another task, or no better than pretrained
-    assert not elicit_verdict([_synthetic(0, 0.9, 0.0), _synthetic(1, 0.4, 0.0), _synthetic(2, 0.9, 0.0)]).holds
-    assert not elicit_verdict([_synthetic(s, 0.9, 0.06) for s in range(3)]).holds
-    assert not elicit_verdict([_synthetic(s, 0.6, 0.0, pretrained=0.7) for s in range(3)]).holds
-    # the pretrained model without a prefix never passes (one model cannot be > 50% on t and
-    # < 5% on u for every pair), whatever its accuracies ...
-    for level in (0.0, 0.3, 0.9):
-        assert not elicit_verdict([_synthetic(0, 0.9, 0.0, pretrained=level)]).control[
-            "criterion_on_pretrained_without_prefix"]["passes_on_any_seed"]
-    # ... and the control is not refuted when the double_hist prefix reaches the diagonal threshold
-    assert not elicit_verdict([_synthetic(s, 0.9, 0.0, control=0.8) for s in range(3)]).control_refuted
+    assert not elicit_verdict([_synthetic(0, 0.9, 0.0), _synthetic(1, 0.4, 0.0), _synthetic(2, 0.9, 0.0)]).evidence.holds
+    assert not elicit_verdict([_synthetic(s, 0.9, 0.06) for s in range(3)]).evidence.holds
+    assert not elicit_verdict([_synthetic(s, 0.6, 0.0, pretrained=0.7) for s in range(3)]).evidence.holds
+
+
+def runner_result(records: list[dict]):
+    prepared = {RunId("elicit", "cpu", r["seed"]): r for r in records}
+    return run_claim(claim("petrov.sec5.elicits-pretrained-tasks"), Context(seed=0, prepared_runs=prepared))
+
+
+@pytest.mark.parametrize(("control", "wrong"), [
+    # untrained prefixes that already select their tasks: the selection did not come from training
+    ("criterion_on_untrained_prefixes", {"init_diagonal": 0.7, "init_off": 0.01}),
+    # a prefix that learns a task outside the mixture: the budget teaches anything
+    ("criterion_on_prefix_outside_mixture", {"control": 0.8}),
+])
+def test_each_control_can_flip_while_the_pass_condition_holds(control, wrong):
+    good = runner_result([_synthetic(s, 0.9, 0.0) for s in range(3)])
+    flipped = runner_result([_synthetic(s, 0.9, 0.0, **wrong) for s in range(3)])
+    assert good.evidence["holds"] and flipped.evidence["holds"]
+    assert good.control[control]["refuted"] and not flipped.control[control]["refuted"]
+    assert (good.status, flipped.status) == ("pass", "fail")
+    assert any(control in reason for reason in flipped.reasons)
 
 
 def test_check_skipped_under_quick():
     import verify.checks.petrov_sec5_elicit  # noqa: F401  (registers the check)
-    from verify.registry import CHECKS
 
     outcome = CHECKS["petrov.sec5.elicits-pretrained-tasks"](Context(seed=0, quick=True))
-    assert outcome.skipped_reason == "training claim; run without --quick"
+    assert isinstance(outcome, Skipped) and outcome.reason == QUICK_SKIP

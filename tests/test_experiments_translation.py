@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from constructions.torch_threads import torch_threads
+from theorems.claims import claim
 from verify.experiments import lexicon as lx
 from verify.experiments.experiments import run_experiment
 from verify.experiments.gpt import GPT, GPTConfig, add_lora, add_prefix, count_parameters
@@ -17,7 +18,9 @@ from verify.experiments.scales import PAPER_NUMBERS, config_for
 from verify.experiments.tasks import IGNORE
 from verify.experiments.train import StageConfig, train_stage
 from verify.experiments.translation import lora_parameters
-from verify.registry import Context
+from verify.experiments.schedule import RunId
+from verify.protocol import Skipped
+from verify.registry import CHECKS, QUICK_SKIP, Context, run_claim
 
 
 @pytest.fixture(autouse=True)
@@ -138,10 +141,13 @@ def test_ci_pipeline_end_to_end(tmp_path):
                           checkpoint_dir=tmp_path / "ck", quiet=True)
     (run,) = runs
     metrics = run["metrics"]
-    assert set(metrics["accuracy"]) == {"pretrained", "finetuned", "prefix", "lora", "control_prefix"}
+    assert set(metrics["accuracy"]) == {"pretrained", "finetuned", "prefix", "lora", "recover_prefix"}
     assert all(0.0 <= v <= 1.0 for row in metrics["accuracy"].values() for v in row.values())
     assert metrics["parameters"]["lora"] == metrics["parameters"]["prefix"] == 16 * 32
-    assert set(metrics["training"]) == {"pretrain", "finetune", "prefix", "lora", "control_prefix"}
+    assert set(metrics["training"]) == {"pretrain", "finetune", "prefix", "lora", "recover_prefix"}
+    stages = run["config"]["stages"]  # the recovery control has the B prefix's budget
+    assert {k: stages["recover_prefix"][k] for k in ("iters", "lr")} == {k: stages["prefix"][k] for k in ("iters", "lr")}
+    assert stages["recover_prefix"]["task"] == "A"
     stored = json.loads((tmp_path / "results" / "translation" / "ci-seed0.json").read_text())
     assert stored["key"] == run["key"]
     again = run_experiment("translation", "ci", seeds=(0,), results_dir=tmp_path / "results",
@@ -149,38 +155,57 @@ def test_ci_pipeline_end_to_end(tmp_path):
     assert again[0]["reused"] and again[0]["metrics"] == metrics
     from verify.checks.petrov_appC import translation_verdict
 
-    outcome = translation_verdict(runs)
-    assert isinstance(outcome.evidence["summary"], str) and len(outcome.evidence["per_seed"]) == 1
+    finding = translation_verdict(runs)
+    assert isinstance(finding.evidence.summary, str) and len(finding.evidence.details["per_seed"]) == 1
 
 
-def _synthetic(seed, lora=0.9, prefix=0.01, pretrained=0.99, control=0.95, finetuned=0.97, lora_params=4096):
-    acc = {"pretrained": {"A": pretrained, "B": 0.0}, "finetuned": {"A": 0.1, "B": finetuned},
-           "prefix": {"A": 0.0, "B": prefix}, "lora": {"A": 0.0, "B": lora}, "control_prefix": {"A": control}}
+def _synthetic(seed, lora=0.9, prefix=0.01, pretrained=0.99, start=0.0, recovered=0.95, finetuned=0.97,
+               pretrained_b=0.0, lora_params=4096):
+    acc = {"pretrained": {"A": pretrained, "B": pretrained_b}, "finetuned": {"A": 0.1, "B": finetuned},
+           "prefix": {"A": start, "B": prefix}, "lora": {"A": 0.0, "B": lora}, "recover_prefix": {"A": recovered}}
     kinds = {m: {"B cognate": 0.5, "B arbitrary": 0.5} for m in ("pretrained", "finetuned", "prefix", "lora")}
-    training = {s: {"final_loss": 0.1} for s in ("pretrain", "finetune", "prefix", "lora", "control_prefix")}
+    training = {s: {"final_loss": 0.1} for s in ("pretrain", "finetune", "prefix", "lora", "recover_prefix")}
     return {"seed": seed, "scale": "cpu", "path": "x", "reused": True,
+            "config": {"stages": {"prefix": {"iters": 1200, "lr": 1e-2}}},
             "metrics": {"accuracy": acc, "by_kind": kinds, "training": training,
                         "parameters": {"prefix": 4096, "lora": lora_params, "full_finetune": 10**5}}}
 
 
-def test_verdict_and_controls_on_synthetic_records():
+def test_verdict_on_synthetic_records():
     from verify.checks.petrov_appC import translation_verdict
 
     good = translation_verdict([_synthetic(s) for s in range(3)])
-    assert good.holds and good.control_refuted and "summary" in good.evidence
+    assert good.evidence.holds and all(c.refuted for c in good.controls)
     # one seed failing any condition fails the claim
-    assert not translation_verdict([_synthetic(0), _synthetic(1, lora=0.45), _synthetic(2)]).holds
-    assert not translation_verdict([_synthetic(0), _synthetic(1, prefix=0.12), _synthetic(2)]).holds
-    assert not translation_verdict([_synthetic(s, pretrained=0.7) for s in range(3)]).holds
-    assert not translation_verdict([_synthetic(s, lora_params=4097) for s in range(3)]).holds
-    # the controls: "not learnable" must be refuted on the prefix trained on A and on full fine-tuning
-    assert not translation_verdict([_synthetic(s, control=0.05) for s in range(3)]).control_refuted
-    assert not translation_verdict([_synthetic(s, finetuned=0.05) for s in range(3)]).control_refuted
+    assert not translation_verdict([_synthetic(0), _synthetic(1, lora=0.45), _synthetic(2)]).evidence.holds
+    assert not translation_verdict([_synthetic(0), _synthetic(1, prefix=0.12), _synthetic(2)]).evidence.holds
+    assert not translation_verdict([_synthetic(s, pretrained=0.7) for s in range(3)]).evidence.holds
+    assert not translation_verdict([_synthetic(s, lora_params=4097) for s in range(3)]).evidence.holds
+
+
+def runner_result(records: list[dict]):
+    prepared = {RunId("translation", "cpu", r["seed"]): r for r in records}
+    return run_claim(claim("petrov.appC.translation-needs-lora"), Context(seed=0, prepared_runs=prepared))
+
+
+@pytest.mark.parametrize(("control", "wrong"), [
+    ("prefix_budget_recovers_pretrained_task", {"recovered": 0.05}),  # the budget cannot move accuracy
+    ("prefix_budget_recovers_pretrained_task", {"start": 0.6, "recovered": 1.0}),  # the start had the skill
+    ("prefix_budget_recovers_pretrained_task", {"start": 0.2, "recovered": 0.55}),  # gain 35 < 40 points
+    ("not_learnable_on_full_finetuning_B", {"finetuned": 0.05}),  # B not learnable by anything here
+    ("criterion_on_lora_at_initialisation", {"pretrained_b": 0.8}),  # the pretrained model already does B
+])
+def test_each_control_can_flip_while_the_pass_condition_holds(control, wrong):
+    good = runner_result([_synthetic(s) for s in range(3)])
+    flipped = runner_result([_synthetic(s, **wrong) for s in range(3)])
+    assert good.evidence["holds"] and flipped.evidence["holds"]
+    assert good.control[control]["refuted"] and not flipped.control[control]["refuted"]
+    assert (good.status, flipped.status) == ("pass", "fail")
+    assert any(control in reason for reason in flipped.reasons)
 
 
 def test_check_skipped_under_quick():
     import verify.checks.petrov_appC  # noqa: F401  (registers the check)
-    from verify.registry import CHECKS
 
     outcome = CHECKS["petrov.appC.translation-needs-lora"](Context(seed=0, quick=True))
-    assert outcome.skipped_reason == "training claim; run without --quick"
+    assert isinstance(outcome, Skipped) and outcome.reason == QUICK_SKIP

@@ -8,11 +8,14 @@
             mixture ("prefix_<t>")
     M_c   = M_0 frozen + a prefix trained on double_hist, a task that is NOT in the mixture and needs
             an attention pattern M_0 does not have ("control_prefix_double_hist", ours)
+    I_t   = M_0 frozen + P_t at its initialisation (N(0, 1), before any training step) for each t
+            ("init_prefix_<t>", ours: the check's control that the selection comes from training)
 
 Metrics: the cross-evaluation matrix
     A[m][u] = exact match of model m on the seeded 3,200-example test set of task u,
 for m in {pretrained, prefix_<t>} and u in MIXTURE (the paper's cell-10 table), plus
-A[control_prefix_double_hist][double_hist]; trainable parameter counts; per-stage steps/s,
+A[control_prefix_double_hist][double_hist] and A[init_prefix_t][u] (the same matrix for the
+untrained prefixes); trainable parameter counts; per-stage steps/s,
 seconds and losses.
 
 The claim "a prefix elicits each pretrained task" reads: A[prefix_t][t] is high for every t while
@@ -44,6 +47,11 @@ def prefix_stage(task: str) -> str:
     return f"prefix_{task}"
 
 
+def init_row(task: str) -> str:
+    """The metrics row of ``task``'s prefix at its initialisation (untrained)."""
+    return f"init_{prefix_stage(task)}"
+
+
 CONTROL_STAGE = f"control_{prefix_stage(CONTROL_TASK)}"
 
 
@@ -51,7 +59,7 @@ def elicit(config: dict, seed: int, device: str = "cpu", directory: Path | None 
            quiet: bool = False) -> dict:
     """Pretrain on the mixture; one prefix per mixture task and a control prefix on double_hist,
     each from the same frozen pretrained model; evaluate the cross-evaluation matrix (accuracies
-    in [0, 1]). Prefix inits are drawn in order (ascending, descending, add1, add2, control) from
+    in [0, 1]) of the trained prefixes and of the same prefixes at their initialisation. Prefix inits are drawn in order (ascending, descending, add1, add2, control) from
     one torch.Generator seeded with ``seed``."""
     run = Runner(config, seed, device, directory, key, quiet, label=f"seed {seed} ")
     n_prefix = config["n_prefix"]
@@ -64,6 +72,7 @@ def elicit(config: dict, seed: int, device: str = "cpu", directory: Path | None 
         model = copy.deepcopy(pretrained)
         add_prefix(model, n_prefix, generator)
         prefix_params = count_parameters(model)
+        models[init_row(task)] = copy.deepcopy(model)  # the prefix before its first step
         run.stage(model, prefix_stage(task))
         models[prefix_stage(task)] = model
     control = copy.deepcopy(pretrained)

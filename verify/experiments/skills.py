@@ -13,6 +13,12 @@ on ONE deeper model shared by all of them (the paper pretrains two, for block si
                                                                     ("prefix_double_hist")
     M_lora     = M_0 frozen + rank-r LoRA on the paper's targets (attn.c_proj, mlp.c_fc, mlp.c_proj)
                  on double_hist                                     ("lora_double_hist")
+    M_rec      = M_dh's prefix trained further on ascending (a mixture skill that needs no new
+                 attention pattern) with M_dh's budget (same steps, lr): the positive control of
+                 "a prefix cannot learn double_hist"            ("recover_prefix_ascending")
+    M_rand     = M_0 frozen + a prefix of random directions with the per-position norms of M_sai's
+                 trained prefix (the control of "the prefix combines the skills")
+                                                                    ("random_prefix_ascending_add1")
 Parameter parity: rank-r LoRA has r((d + d) + (d + 4d) + (4d + d)) = 12 r d parameters per layer and
 a prefix n_S d, so n_S = 12 r gives EXACTLY equal counts L * 12 r * d for any L and d (the paper:
 r = 1, n_S = 12, 12,288 = 4 * 12 * 256). The paper's configuration puts the prefix in the companion
@@ -24,7 +30,8 @@ would make pretraining 2.5x slower.
 
 Metrics (accuracies in [0, 1] on the seeded 3,200-example test sets):
   * accuracy[model][task]: M_0 on all six tasks; M_sai on ascending_add1 (and on ascending and add1,
-    the two skills it combines); M_dh and M_lora on double_hist; token_accuracy: the fraction of
+    the two skills it combines); M_dh on double_hist and on ascending (the recovery's start); M_lora
+    on double_hist; M_rec on ascending; M_rand on ascending_add1; token_accuracy: the fraction of
     correct output tokens of M_sai, M_dh and M_lora on their tasks (the same generations);
   * parameters: trainable counts of prefix, LoRA and the whole model;
   * spread (Appendix B, on every trained prefix): for the prefix model's own task, the attention of
@@ -34,7 +41,9 @@ Metrics (accuracies in [0, 1] on the seeded 3,200-example test sets):
     over ``spread_inputs`` test inputs x; per layer and head, spread = mean over j of
     (99th - 1st percentile of w_j(x) over x); the same statistic on the attention of i* to the
     10 input positions renormalised over them (``content``), as the control that shows input
-    dependence where it exists; also the mean weights (how uniform the prefix attention is);
+    dependence where it exists; also the mean weights (how uniform the prefix attention is) and
+    the numbers of positions each mean is over (``prefix_positions`` n_S, ``content_positions`` 10:
+    the check multiplies each mean by its count, the spread relative to the uniform share);
   * capacity (Sec. 3 counted on a trained model): greedy 10-token completions of M_0 from one real
     first token (all V of them) and from K virtual first tokens (soft prompts e ~ N(0, s^2 I), s =
     RMS of the real first-position inputs E_tok[t] + E_pos[0]); the number of distinct
@@ -68,6 +77,9 @@ COMBINED_TASK = "ascending_add1"  # sort-and-increment
 NEW_TASK = "double_hist"
 PREFIX_STAGES = {f"prefix_{COMBINED_TASK}": COMBINED_TASK, f"prefix_{NEW_TASK}": NEW_TASK}
 LORA_STAGE = f"lora_{NEW_TASK}"
+RECOVER_TASK = "ascending"  # a mixture skill: needs no new attention pattern
+RECOVER_STAGE = f"recover_prefix_{RECOVER_TASK}"  # starts at the trained double_hist prefix, same budget
+RANDOM_ROW = f"random_prefix_{COMBINED_TASK}"  # random directions, the trained prefix's norms
 TINY = 1e-3  # the capacity control's virtual tokens: the sampled ones times TINY
 
 
@@ -95,6 +107,7 @@ _PAPER = {
         f"prefix_{COMBINED_TASK}": {"task": COMBINED_TASK, "iters": 500_000, "lr": 5e-5, **_PREFIX},
         f"prefix_{NEW_TASK}": {"task": NEW_TASK, "iters": 100_000, "lr": 5e-5, **_PREFIX},
         LORA_STAGE: {"task": NEW_TASK, "iters": 10_000, "lr": 5e-3, **_PREFIX},
+        RECOVER_STAGE: {"task": RECOVER_TASK, "iters": 100_000, "lr": 5e-5, **_PREFIX},
     },
 }
 
@@ -116,6 +129,7 @@ def scaled(model: dict, iters: dict[str, int], lrs: dict[str, float], rank: int,
         out["stages"][name]["checkpoint_every"] = max(1, min(1000, n // 4))
     for name, lr in lrs.items():
         out["stages"][name]["lr"] = lr
+    out["stages"][RECOVER_STAGE] = {**out["stages"][f"prefix_{NEW_TASK}"], "task": RECOVER_TASK}  # the same budget
     for field, value in (("eval_examples", eval_examples), ("spread_inputs", spread_inputs),
                          ("capacity_virtual_tokens", virtual_tokens)):
         if value is not None:
@@ -171,11 +185,24 @@ def prefix_attention_spread(model: GPT, task: str, seed: int, n_prefix: int, n_d
     a = patterns.double().numpy()
     prefix = a[..., :n_prefix] / a[..., :n_prefix].sum(axis=-1, keepdims=True)  # (N, L, H, n_S)
     content = a[..., start:start + LENGTH] / a[..., start:start + LENGTH].sum(axis=-1, keepdims=True)  # (N, L, H, 10)
-    return {"prefix_spread": np.round(_percentile_spread(prefix), 5).tolist(),
+    return {"prefix_positions": n_prefix, "content_positions": LENGTH,
+            "prefix_spread": np.round(_percentile_spread(prefix), 5).tolist(),
             "content_spread": np.round(_percentile_spread(content), 5).tolist(),
             "prefix_mass": np.round(a[..., :n_prefix].sum(axis=-1).mean(axis=0), 5).tolist(),  # (L, H)
             "mean_prefix_weights": np.round(prefix.mean(axis=0), 5).tolist(),  # (L, H, n_S)
             "inputs": len(inp)}
+
+
+def random_direction_prefix(model: GPT, seed: int) -> GPT:
+    """A copy of a prefix model whose prefix rows point in random directions with the trained rows'
+    norms: s'_{l,j} = ||s_{l,j}|| g_{l,j} / ||g_{l,j}||, g ~ N(0, I) from a torch.Generator seeded
+    with (seed + 104729). Same size of perturbation, none of the learned direction."""
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        g = torch.randn(out.prefix.shape, generator=torch.Generator().manual_seed(seed + 104729),
+                        dtype=out.prefix.dtype)  # (L, n_S, d)
+        out.prefix.copy_(out.prefix.norm(dim=-1, keepdim=True) * g / g.norm(dim=-1, keepdim=True))
+    return out
 
 
 def _completions_batched(model: GPT, first: torch.Tensor, n_dummies: int = 0, batch: int = 500) -> np.ndarray:
@@ -243,7 +270,9 @@ def attention_maps(models: dict[str, GPT], seed: int, n_dummies: int) -> dict:
 def skills(config: dict, seed: int, device: str = "cpu", directory: Path | None = None, key: str = "",
            quiet: bool = False) -> dict:
     """Pretrain on the mixture; from the same frozen model a prefix on sort-and-increment, a prefix
-    on double_hist and rank-r LoRA on double_hist; measure accuracies, Appendix B spreads, the
+    on double_hist and rank-r LoRA on double_hist; then the controls' models (the double_hist
+    prefix trained further on ascending; a random-direction prefix of the sort-and-increment
+    prefix's norms); measure accuracies, Appendix B spreads, the
     capacity count and attention maps. Prefix inits come in stage order from one torch.Generator
     seeded with ``seed``; LoRA's A init from torch.manual_seed(seed)."""
     run = Runner(config, seed, device, directory, key, quiet, label=f"seed {seed} ")
@@ -267,10 +296,15 @@ def skills(config: dict, seed: int, device: str = "cpu", directory: Path | None 
     lora_params = count_parameters(lora)
     run.stage(lora, LORA_STAGE)
     models[LORA_STAGE] = lora
+    recovered = copy.deepcopy(models[f"prefix_{NEW_TASK}"])  # starts at the trained double_hist prefix
+    run.stage(recovered, RECOVER_STAGE)
+    models[RECOVER_STAGE] = recovered
+    models[RANDOM_ROW] = random_direction_prefix(models[f"prefix_{COMBINED_TASK}"], seed)
 
     evaluated = {"pretrained": (*MIXTURE, COMBINED_TASK, NEW_TASK),
                  f"prefix_{COMBINED_TASK}": (COMBINED_TASK, "ascending", "add1"),
-                 f"prefix_{NEW_TASK}": (NEW_TASK,), LORA_STAGE: (NEW_TASK,)}
+                 f"prefix_{NEW_TASK}": (NEW_TASK, RECOVER_TASK), LORA_STAGE: (NEW_TASK,),
+                 RECOVER_STAGE: (RECOVER_TASK,), RANDOM_ROW: (COMBINED_TASK,)}
     scores = {name: {task: greedy_scores(models[name], task, seed, n_dummies, config["eval_examples"])
                      for task in tasks} for name, tasks in evaluated.items()}  # (exact, per-token)
     accuracy = {name: {task: exact for task, (exact, _) in by_task.items()} for name, by_task in scores.items()}
