@@ -1,7 +1,16 @@
-"""``python -m verify``: list | all | run | real-model | export | check-export | bench | experiments.
+"""``python -m verify``: list | all | run | real-model | export | check-export | bench | experiments
+| audit-records | mutants.
 
-Exit codes: 0 = every claim run passed (or was skipped); 1 = a claim failed or errored, or
-exported weights fail their checks; 2 = bad input (one line on stderr, nothing written).
+* ``audit-records [--seeds K] [--seed N] [--experiment NAME] [--scale cpu] [--json FILE]``: retrain
+  K recorded runs chosen by default_rng(N) into a temporary directory and report whether each
+  reproduces its record bit-identically apart from timings (verify/audit.py).
+* ``mutants [--subset fast|all] [--seed N] [--json FILE]``: apply seeded mutants to the
+  constructions, the forward pass, the theorems and the checks' inputs, run the claim each must
+  be caught by, print the mutation score and every survivor (verify/mutants/).
+
+Exit codes: 0 = every claim run passed (or was skipped), every audited run reproduced, every
+mutant was refuted; 1 = a claim failed or errored, exported weights fail their checks, an audited
+run does not reproduce, a mutant survived; 2 = bad input (one line on stderr, nothing written).
 """
 
 from __future__ import annotations
@@ -101,6 +110,15 @@ def build_parser() -> Parser:
     add_jobs_option(p_exp)
     p_exp.add_argument("--figures", type=Path, default=Path("notes/figures"), metavar="DIR",
                        help="where the PNG figures go (default notes/figures)")
+
+    p_audit = sub.add_parser("audit-records", help="retrain randomly chosen recorded runs from scratch (in a "
+                                                   "temporary directory) and check they reproduce bit-identically")
+    p_audit.add_argument("--seeds", type=_positive_int, default=1, metavar="K", help="runs to audit (default 1)")
+    p_audit.add_argument("--seed", type=_seed, default=0, help="seed of the choice of runs (default 0)")
+    p_audit.add_argument("--experiment", choices=EXPERIMENTS, metavar="NAME",
+                         help="audit only this experiment's runs: " + " | ".join(EXPERIMENTS))
+    p_audit.add_argument("--scale", choices=SCALES, default="cpu", help="ci | cpu (default) | paper")
+    p_audit.add_argument("--json", type=Path, metavar="FILE", help="also write the audit as JSON")
     return parser
 
 
@@ -300,6 +318,36 @@ def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_audit_records(args: argparse.Namespace, console: Console) -> int:
+    """Choose the runs (bad input exits 2 before any training), retrain and compare each, table."""
+    from rich.table import Table
+
+    from verify.audit import AuditInputError, all_reproduce, audit, choose_runs, recorded_runs
+    from verify.experiments import records
+    from verify.report import write_json_atomically
+
+    _check_output_path(args.json)
+    try:
+        chosen = choose_runs(recorded_runs(records.RESULTS_DIR, args.experiment, args.scale), args.seeds, args.seed)
+    except AuditInputError as exc:
+        raise UsageError(f"audit-records: {exc} (experiment {args.experiment or 'any'}, scale {args.scale}, "
+                         f"in {records.relative(records.RESULTS_DIR)})") from None
+    err = Console(stderr=True)
+    rows = audit(chosen, records.RESULTS_DIR, log=lambda line: err.print(line, highlight=False))
+    table = Table(title=f"audit of {len(rows)} recorded run(s), choice seed {args.seed}")
+    for column in ("run", "record", "status", "detail", "s"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        style = "green" if row.status == "reproduces" else "bold red"
+        table.add_row(str(row.run), row.record, f"[{style}]{row.status}[/]", row.detail, f"{row.seconds:.0f}")
+    console.print(table)
+    ok = sum(r.status == "reproduces" for r in rows)
+    console.print(f"{ok} of {len(rows)} run(s) reproduce bit-identically (timing fields excluded)", highlight=False)
+    if args.json is not None:
+        write_json_atomically({"seed": args.seed, "runs": [r.to_json() for r in rows]}, args.json)
+    return EXIT_OK if all_reproduce(rows) else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
@@ -320,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_bench(args, console)
         if args.command == "experiments":
             return cmd_experiments(args, console)
+        if args.command == "audit-records":
+            return cmd_audit_records(args, console)
         raise UsageError(f"unknown command {args.command!r}")
     except PromptproofError as exc:
         print(f"verify: error: {exc}", file=sys.stderr)
