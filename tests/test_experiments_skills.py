@@ -298,3 +298,17 @@ def test_prepended_soft_prompt_equals_prepended_prefix_in_one_layer():
 def test_unknown_prefix_mode_is_refused():
     with pytest.raises(ValueError, match="prefix_mode"):
         GPTConfig(prefix_mode="append")
+
+
+def test_spread_figure_draws_the_checks_statistic_and_threshold(tmp_path):
+    import inspect
+
+    from verify.experiments.skills_figures import spread_figure
+
+    assert inspect.signature(spread_figure).parameters["spread_max"].default == checks.SPREAD_MAX
+    weights = {"mean_prefix_weights": [[[1 / 48] * 48] * 2] * 2}
+    records = runs()
+    for r in records:
+        for s in r["metrics"]["spread"].values():
+            s.update(weights)
+    assert spread_figure(records, tmp_path / "spread.png").stat().st_size > 1000

@@ -5,9 +5,11 @@
   prefix can only add its own columns (the first n_S keys) and rescale the rest of each row
   (petrov.sec4.content-scaling); LoRA on the MLP and output projection changes the inputs of
   deeper layers and so their pattern.
-* appB_prefix_spread.png: Appendix B's statistic per layer for each trained prefix (dots = seeds)
-  beside the same statistic on the content attention and the paper's GPT-2 values; and the mean
-  renormalised attention on each prefix position (seed 0) per layer and head.
+* appB_prefix_spread.png: Appendix B's statistic per layer for each trained prefix (dots = seeds),
+  in units of the uniform share (n x the mean over the n positions of p99 - p1, the check's
+  statistic), beside the same statistic on the content attention (n = 10) and the paper's GPT-2
+  values (its 10-position mean x 10); and the mean renormalised attention on each prefix position
+  (seed 0) per layer and head.
 * sec3_capacity_trained.png: distinct completions from the V real first tokens and from the
   sampled virtual first tokens, per seed.
 
@@ -59,24 +61,37 @@ def attention_figure(run: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def spread_figure(runs: list[dict], path: Path, spread_max: float = 0.2) -> Path:
+def _positions(spread: dict, kind: str, run: dict) -> int:
+    """The number of positions a stored spread is a mean over (older records: from the config)."""
+    if f"{kind}_positions" in spread:
+        return int(spread[f"{kind}_positions"])
+    return int(run["config"]["prefix_length"]) if kind == "prefix" else 10
+
+
+def spread_figure(runs: list[dict], path: Path, spread_max: float = 2.0) -> Path:
+    """Per layer: n x mean over heads and positions of (p99 - p1), i.e. the spread in units of the
+    uniform share 1/n (petrov.appB.prefix-attention-spread: threshold 0.2 x 10 = 2.0)."""
     stages = list(runs[0]["metrics"]["spread"])
     fig, (ax, ax_w) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.2, 1]})
     n_layer = len(runs[0]["metrics"]["spread"][stages[0]]["prefix_spread"])
     width = 0.8 / (2 * len(stages))
     for k, stage in enumerate(stages):
-        for kind, offset, marker in (("prefix_spread", 0, "o"), ("content_spread", len(stages), "x")):
-            per_seed = np.array([np.mean(r["metrics"]["spread"][stage][kind], axis=1) for r in runs])  # (S, L)
+        for kind, offset, marker in (("prefix", 0, "o"), ("content", len(stages), "x")):
+            per_seed = np.array([_positions(r["metrics"]["spread"][stage], kind, r)
+                                 * np.mean(r["metrics"]["spread"][stage][f"{kind}_spread"], axis=1)
+                                 for r in runs])  # (S, L)
             x = np.arange(n_layer) + (k + offset) * width - 0.4 + width / 2
-            label = f"{stage.removeprefix('prefix_')}: {'prefix' if kind == 'prefix_spread' else 'content (control)'}"
+            n = _positions(runs[0]["metrics"]["spread"][stage], kind, runs[0])
+            label = f"{stage.removeprefix('prefix_')}: {'prefix' if kind == 'prefix' else 'content (control)'}, n = {n}"
             ax.bar(x, per_seed.mean(axis=0), width=width, alpha=0.6, label=label)
             for s in per_seed:
                 ax.scatter(x, s, color="black", s=8, marker=marker, zorder=3)
-    ax.axhline(spread_max, color="red", ls="--", lw=1, label=f"threshold {spread_max}")
-    ax.axhline(max(PAPER_GPT2_SPREAD), color="gray", ls=":", lw=1, label="paper GPT-2 largest layer (0.174)")
+    ax.axhline(spread_max, color="red", ls="--", lw=1, label=f"threshold {spread_max:g} (0.2 x 10)")
+    ax.axhline(10 * max(PAPER_GPT2_SPREAD), color="gray", ls=":", lw=1,
+               label="paper GPT-2 largest layer (0.174 x 10, n = 10)")
     ax.set_xticks(range(n_layer), [f"layer {i + 1}" for i in range(n_layer)])
-    ax.set_ylabel("mean over heads and positions of p99 - p1")
-    ax.set_title("spread of the renormalised attention of the last input position", fontsize=9)
+    ax.set_ylabel("n x mean over heads and positions of p99 - p1")
+    ax.set_title("spread of the renormalised attention of the last input position, in units of 1/n", fontsize=9)
     ax.legend(fontsize=7)
     stage = stages[-1]
     weights = np.asarray(runs[0]["metrics"]["spread"][stage]["mean_prefix_weights"])  # (L, H, n_S)
