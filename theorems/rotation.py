@@ -58,11 +58,21 @@ vectors the relaxation's error is 0 (a simplex containing the unit ball), so the
 cannot limit long prefixes; and in a multi-head layer without query biases, a head whose query
 vanishes at +-v attends uniformly, which forces an error >= |W_V^h (v/(n_S+1) - T(v))| whatever
 the prefix keys and values (the untied lower bound of verify.certificates.rotation).
+
+How the steps are checked. ``prove()`` runs every algebraic step of the proof and of the facts
+above in sympy; the logical glue (the triangle inequality in (1), "quasiconvex at lam = 1/2" in
+(3)) is the prose above. Each step is computed from a stated premise (``Premises``: the claimed
+best alpha, the mixing weight mu, oddness of T, the claimed m(theta), ...), never compared with a
+copy of itself; ``WRONG`` holds a deliberately wrong premise per proof, and the tests require
+that each makes at least one step of its proof False. The closed form is also tied to the number
+the certificates use: ``minimax_error`` must equal the proved m(theta) at every whole degree.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -84,6 +94,7 @@ STATEMENT = (
 )
 
 HALF_PI = sp.pi / 2
+DEGREES = [math.radians(deg) for deg in range(181)]
 FIRST = sp.Interval(0, HALF_PI)  # angles where cos >= 0
 SECOND = sp.Interval(HALF_PI, sp.pi)  # angles where cos <= 0
 
@@ -109,9 +120,51 @@ def _vec(name: str, d: int) -> sp.Matrix:
     return sp.Matrix(sp.symbols(f"{name}_1:{d + 1}", real=True))
 
 
+# --- the premises -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Premises:
+    """What the proof steps start from; the defaults are the true premises. Each proof reads
+    one field, and ``WRONG`` replaces each by a deliberately wrong one, which must make at least
+    one step of that proof come out False (tests/test_rotation.py).
+
+    alpha_star(v, b, y):    the claimed best alpha (true: the projection (y-v).(b-v)/|b-v|^2)
+    mixing(a1, a2, lam):    the weight mu of the quasiconvexity combination
+    odd_target:             T(-v) = -T(v) (true for any linear T, e.g. a rotation)
+    closed_form:            the claimed minimax value m(theta)
+    ls_denominator(alphas): the normaliser of the least-squares bias (true: sum alpha_i^2)
+    out_of_plane:           the third coordinate of the input v in the plane reduction (true: 0)
+    radius:                 the circumradius of the n_S = 3 triangle of biases (true: 2)
+    uniform_keys(n):        how many keys a null-query head attends uniformly (true: n + 1)
+    """
+
+    alpha_star: Callable[[sp.Matrix, sp.Matrix, sp.Matrix], sp.Expr] = field(
+        default=lambda v, b, y: ((y - v).T * (b - v))[0] / ((b - v).T * (b - v))[0])
+    mixing: Callable[[sp.Expr, sp.Expr, sp.Expr], sp.Expr] = field(
+        default=lambda a1, a2, lam: a2 * lam / (a2 * lam + a1 * (1 - lam)))
+    odd_target: bool = True
+    closed_form: sp.Piecewise = field(default_factory=minimax_closed_form)
+    ls_denominator: Callable[[tuple], sp.Expr] = field(default=lambda alphas: sum(a ** 2 for a in alphas))
+    out_of_plane: sp.Expr = sp.Integer(0)
+    radius: sp.Expr = sp.Integer(2)
+    uniform_keys: Callable[[sp.Expr], sp.Expr] = field(default=lambda n: n + 1)
+
+
+TRUE = Premises()
+WRONG: dict[str, Premises] = {
+    "best_alpha": Premises(alpha_star=lambda v, b, y: ((y - v).T * (b - v))[0]),
+    "quasiconvexity": Premises(mixing=lambda a1, a2, lam: a1 * lam / (a1 * lam + a2 * (1 - lam))),
+    "symmetry": Premises(odd_target=False),
+    "closed_form": Premises(closed_form=sp.Piecewise((sp.sin(theta / 2), theta <= HALF_PI), (sp.Integer(1), True))),
+    "least_squares": Premises(ls_denominator=lambda alphas: sum(alphas)),
+    "plane_reduction": Premises(out_of_plane=sp.Symbol("v_3", real=True)),
+    "long_prefixes": Premises(radius=sp.Integer(1), uniform_keys=lambda n: n),
+}
+
+
 # --- the proof steps ---------------------------------------------------------------------------
 
-def prove_best_alpha() -> dict[str, bool]:
+def prove_best_alpha(premises: Premises = TRUE) -> dict[str, bool]:
     """For fixed b the error is a convex quadratic in alpha, minimised at the projection
     alpha* = (y - v).(b - v) / |b - v|^2; clipping to [0, 1] gives the constrained minimum."""
     v, b, y = _vec("v", 3), _vec("b", 3), _vec("y", 3)
@@ -119,20 +172,19 @@ def prove_best_alpha() -> dict[str, bool]:
     r = (1 - a) * v + a * b - y
     sq = (r.T * r)[0]
     d = b - v
-    star = ((y - v).T * d)[0] / (d.T * d)[0]
     return {
-        "best alpha: d/d alpha |(1-a) v + a b - y|^2 = 0 at a* = (y-v).(b-v)/|b-v|^2 (d = 3)":
-            is_zero(sp.diff(sq, a).subs(a, star)),
+        "best alpha: d/d alpha |(1-a) v + a b - y|^2 = 0 at the premised a* (d = 3)":
+            is_zero(sp.diff(sq, a).subs(a, premises.alpha_star(v, b, y))),
         "best alpha: d^2/d alpha^2 = 2 |b - v|^2 >= 0 (convex, so the clipped a* is optimal)":
             is_zero(sp.diff(sq, a, 2) - 2 * (d.T * d)[0]),
     }
 
 
-def prove_quasiconvexity() -> dict[str, bool]:
+def prove_quasiconvexity(premises: Premises = TRUE) -> dict[str, bool]:
     """Step (1): q = mu p_1 + (1 - mu) p_2 lies on [v, b] with b = lam b_1 + (1 - lam) b_2."""
     v, b1, b2 = (sp.Symbol(name, real=True) for name in ("v", "b_1", "b_2"))  # one coordinate
     a1, a2 = sp.symbols("a_1 a_2", positive=True)
-    mu = a2 * lam_ / (a2 * lam_ + a1 * (1 - lam_))
+    mu = premises.mixing(a1, a2, lam_)
     c = a1 * a2 / (a2 * lam_ + a1 * (1 - lam_))
     p1, p2 = v + a1 * (b1 - v), v + a2 * (b2 - v)
     b = lam_ * b1 + (1 - lam_) * b2
@@ -149,46 +201,52 @@ def prove_quasiconvexity() -> dict[str, bool]:
     }
 
 
-def prove_symmetry() -> dict[str, bool]:
-    """Step (2): the residual for (v, -b, y) is minus the residual for (-v, b, -y); step (3):
-    0 is the midpoint of b and -b."""
-    v, b, y = _vec("v", 3), _vec("b", 3), _vec("y", 3)
+def prove_symmetry(premises: Premises = TRUE) -> dict[str, bool]:
+    """Step (2): the residual for (v, -b, T(v)) is minus the residual for (-v, b, T(-v)), so
+    e_v(-b) = e_{-v}(b) (negation is an isometry). Step (3), F(0) <= max(F(b), F(-b)), is
+    quasiconvexity at lam = 1/2, since 0 is the midpoint of b and -b."""
+    v, b, y, shift = _vec("v", 3), _vec("b", 3), _vec("y", 3), _vec("c", 3)
     a = sp.Symbol("a", real=True)
+    target_at_minus_v = -y if premises.odd_target else -y + 2 * shift  # T(-v)
     residual = (1 - a) * v + a * (-b) - y
-    mirrored = (1 - a) * (-v) + a * b - (-y)
+    mirrored = (1 - a) * (-v) + a * b - target_at_minus_v
     return {
-        "symmetry: (1-a) v - a b - y = -((1-a)(-v) + a b + y), so e_v(-b) = e_{-v}(b)":
+        "symmetry: (1-a) v - a b - T(v) = -((1-a)(-v) + a b - T(-v)), so e_v(-b) = e_{-v}(b)":
             all(is_zero(x) for x in residual + mirrored),
-        "midpoint: (b + (-b))/2 = 0": all(is_zero(x) for x in (b + (-b)) / 2),
     }
 
 
-def prove_closed_form() -> dict[str, bool]:
-    """Corollary: dist(R v, [0, v]) = m(angle), in the plane of v and Rv (v = e_1)."""
+def prove_closed_form(premises: Premises = TRUE) -> dict[str, bool]:
+    """Corollary: dist(R v, [0, v]) = m(angle), in the plane of v and Rv (v = e_1); each branch
+    of the premised m is compared with the distance derived from the geometry."""
+    m = premises.closed_form
+    premised = sp.lambdify(theta, m, "math")
+    first, second = m.args[0].expr, m.args[1].expr  # the branches on [0, pi/2] and [pi/2, pi]
     v = sp.Matrix([1, 0])
     Rv = sp.Matrix([sp.cos(theta), sp.sin(theta)])
     sq = ((gamma * v - Rv).T * (gamma * v - Rv))[0]
     return {
         "closed form: |gamma v - R v|^2 = (gamma - cos theta)^2 + sin^2 theta":
             is_zero(sq - ((gamma - sp.cos(theta)) ** 2 + sp.sin(theta) ** 2)),
-        "closed form: cos theta in [0, 1] on [0, pi/2] (gamma* = cos theta)":
+        "closed form: cos theta in [0, 1] on [0, pi/2] (the nearest point is gamma* = cos theta)":
             sp.solveset(sp.cos(theta) < 0, theta, FIRST) == sp.EmptySet
             and sp.solveset(sp.cos(theta) > 1, theta, FIRST) == sp.EmptySet,
-        "closed form: at gamma* = cos theta the distance^2 is sin^2 theta":
-            is_zero(sq.subs(gamma, sp.cos(theta)) - sp.sin(theta) ** 2),
-        "closed form: cos theta <= 0 on [pi/2, pi] (gamma* = 0), distance^2 = 1":
-            sp.solveset(sp.cos(theta) > 0, theta, SECOND) == sp.EmptySet and is_zero(sq.subs(gamma, 0) - 1),
-        "m(theta) > 0 on (0, pi/2] (sin theta <= 0 has no solution there)":
-            sp.solveset(sp.sin(theta) <= 0, theta, sp.Interval.Lopen(0, HALF_PI)) == sp.EmptySet,
-        "m(theta) = 1 > 0 on [pi/2, pi], continuous at pi/2 (sin(pi/2) = 1)":
-            minimax_closed_form().subs(theta, HALF_PI) == 1 and minimax_closed_form().subs(theta, sp.pi) == 1,
-        "m non-decreasing on [0, pi]: d sin/d theta = cos theta >= 0 on [0, pi/2]":
-            sp.solveset(sp.diff(sp.sin(theta), theta) < 0, theta, FIRST) == sp.EmptySet,
-        "m(0) = 0: the identity gets no positive bound": minimax_closed_form().subs(theta, 0) == 0,
+        "closed form: on [0, pi/2] the distance^2 at gamma* = cos theta is m(theta)^2":
+            is_zero(sq.subs(gamma, sp.cos(theta)) - first ** 2),
+        "closed form: cos theta <= 0 on [pi/2, pi] (gamma* = 0), and the distance^2 there is m(theta)^2":
+            sp.solveset(sp.cos(theta) > 0, theta, SECOND) == sp.EmptySet and is_zero(sq.subs(gamma, 0) - second ** 2),
+        "m(theta) > 0 on (0, pi/2] (m <= 0 has no solution there)":
+            sp.solveset(first <= 0, theta, sp.Interval.Lopen(0, HALF_PI)) == sp.EmptySet,
+        "m is continuous at pi/2 (both branches agree)": is_zero(first.subs(theta, HALF_PI) - second),
+        "m non-decreasing on [0, pi/2]: dm/d theta < 0 has no solution there":
+            sp.solveset(sp.diff(first, theta) < 0, theta, FIRST) == sp.EmptySet,
+        "m(0) = 0: the identity gets no positive bound": m.subs(theta, 0) == 0,
+        "minimax_error (the float every certificate uses) equals m at every whole degree 0..180": all(
+            abs(minimax_error(angle) - float(premised(angle))) <= 1e-15 for angle in DEGREES),
     }
 
 
-def prove_least_squares(n: int = 3, d: int = 2) -> dict[str, bool]:
+def prove_least_squares(premises: Premises = TRUE, n: int = 3, d: int = 2) -> dict[str, bool]:
     """Best bias for GIVEN alphas (sum of squared errors): gradient zero at
     b sum alpha_i^2 = sum alpha_i (alpha_i v_i - c_i), c_i = v_i - y_i; the Hessian is
     2 sum alpha_i^2 I (convex)."""
@@ -198,7 +256,8 @@ def prove_least_squares(n: int = 3, d: int = 2) -> dict[str, bool]:
     b = _vec("b", d)
     loss = sum((((1 - a) * v + a * b - y).T * ((1 - a) * v + a * b - y))[0] for a, v, y in zip(alphas, vs, ys))
     s2 = sum(a ** 2 for a in alphas)
-    closed = sum((a * (a * v - (v - y)) for a, v, y in zip(alphas, vs, ys)), sp.zeros(d, 1)) / s2
+    closed = sum((a * (a * v - (v - y)) for a, v, y in zip(alphas, vs, ys)), sp.zeros(d, 1)) \
+        / premises.ls_denominator(alphas)
     grad = [sp.diff(loss, x) for x in b]
     return {
         f"least squares (n={n}, d={d}): gradient vanishes at b = sum a_i (a_i v_i - c_i) / sum a_i^2":
@@ -208,12 +267,12 @@ def prove_least_squares(n: int = 3, d: int = 2) -> dict[str, bool]:
     }
 
 
-def prove_plane_reduction() -> dict[str, bool]:
+def prove_plane_reduction(premises: Premises = TRUE) -> dict[str, bool]:
     """2-D reduction: P = span(e_1, e_2) in R^3, Pi = diag(1, 1, 0). For v, y in P,
     Pi((1-a) v + a b) = (1-a) v + a Pi b and |p - y|^2 = |Pi(p - y)|^2 + (p_3)^2 >= |Pi(p - y)|^2."""
     a = sp.Symbol("a", real=True)
     v1, v2, y1, y2 = sp.symbols("v_1 v_2 y_1 y_2", real=True)
-    v, y, b = sp.Matrix([v1, v2, 0]), sp.Matrix([y1, y2, 0]), _vec("b", 3)
+    v, y, b = sp.Matrix([v1, v2, premises.out_of_plane]), sp.Matrix([y1, y2, 0]), _vec("b", 3)
     Pi = sp.diag(1, 1, 0)
     p = (1 - a) * v + a * b
     full = ((p - y).T * (p - y))[0]
@@ -225,23 +284,25 @@ def prove_plane_reduction() -> dict[str, bool]:
     }
 
 
-def prove_long_prefix_facts() -> dict[str, bool]:
+def prove_long_prefix_facts(premises: Premises = TRUE) -> dict[str, bool]:
     """(i) the relaxation with n_S = 3 >= d + 1 (d = 2): the triangle with vertices at radius 2,
     120 degrees apart, has inradius 1, so it contains the unit disk: every target in it is a convex
     combination of the three biases, relaxed error 0. (ii) the untied null-query bound: with
-    uniform attention the head outputs at +-v are (S +- x)/(n+1); their errors against +-z differ
-    by 2 (x/(n+1) - z), so the larger one is >= |x/(n+1) - z|."""
+    uniform attention over its n + 1 keys the head outputs at +-v are (S +- x)/(n+1); their errors
+    against +-z differ by 2 (x/(n+1) - z), so the larger one is >= |x/(n+1) - z|."""
     S, x, z = sp.symbols("S x z", real=True)
-    vertices = [2 * sp.Matrix([sp.cos(2 * sp.pi * k / 3), sp.sin(2 * sp.pi * k / 3)]) for k in range(3)]
+    vertices = [premises.radius * sp.Matrix([sp.cos(2 * sp.pi * k / 3), sp.sin(2 * sp.pi * k / 3)])
+                for k in range(3)]
     edge_mid = (vertices[0] + vertices[1]) / 2
-    plus, minus = (S + x) / (n_ + 1) - z, (S - x) / (n_ + 1) + z
+    keys = premises.uniform_keys(n_)
+    plus, minus = (S + x) / keys - z, (S - x) / keys + z
     return {
         "n_S = d + 1 = 3: inradius of the radius-2 triangle = |edge midpoint| = 1": is_zero(edge_mid.norm() - 1),
         "untied null query: err(+v) - err(-v) = 2 (x/(n+1) - z)": is_zero(plus - minus - 2 * (x / (n_ + 1) - z)),
     }
 
 
-PROOFS: dict[str, Callable[[], dict[str, bool]]] = {
+PROOFS: dict[str, Callable[..., dict[str, bool]]] = {
     "best_alpha": prove_best_alpha,
     "quasiconvexity": prove_quasiconvexity,
     "symmetry": prove_symmetry,
