@@ -1,5 +1,9 @@
 """Section 3 constructions: the authors' published outputs, every random task, certificates that
-are tight at the symbolic minimal temperature, and clear errors for impossible requests."""
+are tight at the symbolic minimal temperature, the leakage model read off the weights (an
+off-by-one in the construction's scores or in the model makes a derivation step False), and
+clear errors for impossible requests."""
+
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -11,10 +15,12 @@ from constructions.petrov.conditional import Conditional
 from constructions.petrov.long_response import LongResponse
 from constructions.petrov.unconditional import Unconditional
 from constructions.vocab import Vocabulary
-from theorems.petrov_sec3 import THRESHOLDS
+import constructions.petrov.parts as parts
+import theorems.petrov_sec3 as th
+from theorems.petrov_sec3 import THRESHOLDS, Threshold, from_scores
 from theorems.strategies import targets, total_maps
 from verify.certificates.cover import certify
-from verify.checks.petrov_sec3 import find_counterexample, perturbed
+from verify.checks.petrov_sec3 import construction_threshold, find_counterexample, perturbed_readout, read_leakage
 
 ASCII = Vocabulary.printable_ascii()
 NO_USER = np.zeros((1, 0), dtype=np.int64)
@@ -97,13 +103,98 @@ def test_every_task_is_answered_correctly_above_the_threshold(cls, kwargs, sizes
 
 
 @pytest.mark.parametrize("cls, kwargs, sizes", SMALL, ids=lambda v: getattr(v, "name", ""))
-def test_perturbed_weight_is_refuted_by_the_same_certificate(cls, kwargs, sizes):
+def test_a_readout_bias_of_twice_the_margin_is_refuted_and_half_is_harmless(cls, kwargs, sizes):
     c = cls(**kwargs)
-    assert certify(c).holds
-    wrong = perturbed(c.spec)
-    failed = certify(c, wrong, keep_failures=100)
-    assert not failed.holds
-    assert find_counterexample(c, wrong, failed.failing_examples, np.random.default_rng(0)) is not None
+    certificate = certify(c)
+    assert certificate.holds and certificate.worst_competitor is not None
+    for factor, breaks in ((2.0, True), (0.5, False)):
+        wrong = perturbed_readout(c.spec, certificate.worst_competitor, factor * certificate.worst_margin)
+        failed = certify(c, wrong, keep_failures=100)
+        assert failed.holds is not breaks
+        if breaks:
+            assert find_counterexample(c, wrong, failed.failing_examples, np.random.default_rng(0)) is not None
+
+
+# --- the leakage model, read off the weights ------------------------------------------------
+
+MODEL = {"unconditional": lambda s: (s["N"] - 1, Fraction(s["V"] - 1, s["V"])),
+         "conditional": lambda s: (1, Fraction(s["V"] - 1, s["V"])),
+         "long-response": lambda s: (2 * s["N0"] - 1, Fraction(2 * s["V"] - 1, s["V"]))}
+
+
+def builder(cls, kwargs):
+    return lambda T: cls(**kwargs) if T is None else cls(**kwargs, inverse_temperature=T)
+
+
+@pytest.mark.parametrize("cls, kwargs, sizes", SMALL, ids=lambda v: getattr(v, "name", ""))
+def test_the_weights_give_the_models_m_and_c_at_the_binding_position(cls, kwargs, sizes):
+    reading = read_leakage(builder(cls, kwargs))
+    assert all(reading.preconditions.values()), reading.preconditions
+    derived = from_scores(reading.rows, sizes["V"], THRESHOLDS[cls.name], sizes)
+    assert all(derived["steps"].values())
+    binding = next(p for p in reading.positions if p.row.position == derived["binding_position"])
+    assert (binding.row.others, binding.row.spread) == MODEL[cls.name](sizes)
+    assert binding.row.attended == (0, 1, 0) and binding.row.other == (0, 0, 0)  # scores T and 0
+
+
+@pytest.mark.parametrize("cls, kwargs, sizes", SMALL, ids=lambda v: getattr(v, "name", ""))
+def test_every_derivation_step_holds_on_the_real_weights(cls, kwargs, sizes):
+    threshold = construction_threshold(cls.name, builder(cls, kwargs), sizes)
+    assert threshold["proof"] and all(threshold["proof"].values()), threshold["proof"]
+
+
+def shifted_scores(layout, position, inverse_temperature):
+    """Off by one in the scores: the attended key scores T + 1 instead of T (a bias on the query)."""
+    W_Q, W_K = parts.attend_to_position(layout, position, inverse_temperature)
+    W_Q[layout.index("one"), 0] += 1.0
+    return W_Q, W_K
+
+
+def two_keys(layout, position, inverse_temperature):
+    """Off by one in the keys: position + 1 scores T as well."""
+    W_Q, W_K = parts.attend_to_position(layout, position, inverse_temperature)
+    if position + 1 < layout["pos"].stop - layout["pos"].start:
+        W_K[layout.index("pos", position + 1), 0] = 1.0
+    return W_Q, W_K
+
+
+WEIGHT_STEPS = ("weights: err(T) from the weights' scores = the model's m c/(e^T + m)",
+                "weights: T* solved from the weights = the model's ln(m (2Vc - 1))")
+
+
+def test_an_off_by_one_score_makes_the_derivation_false_while_the_old_proof_stays_true(monkeypatch):
+    """Score T + 1 on the attended key: the construction still works (it is MORE robust), the
+    model's own algebra is still all True, but the weights' error is m c/(e^(T+1) + m)."""
+    import constructions.petrov.unconditional as module
+
+    monkeypatch.setattr(module, "attend_to_position", shifted_scores)
+    cls, kwargs, sizes = SMALL[0]
+    threshold = construction_threshold("unconditional", builder(cls, kwargs), sizes)
+    proof = threshold["proof"]
+    assert all(v for k, v in proof.items() if k.startswith("model"))  # the asserted formula's algebra
+    assert [proof[k] for k in WEIGHT_STEPS] == [False, False]
+    assert abs(threshold["from_the_weights"]["T*_value"] - (np.log(4 * 11) - 1)) < 1e-12  # ln((N-1)(2V-3)) - 1
+
+
+def test_a_second_attended_key_makes_the_derivation_false(monkeypatch):
+    import constructions.petrov.conditional as module
+
+    monkeypatch.setattr(module, "attend_to_position", two_keys)
+    cls, kwargs, sizes = SMALL[1]
+    proof = construction_threshold("conditional", builder(cls, kwargs), sizes)["proof"]
+    assert proof["weights: each head attends one key per read position; the other keys share one score; "
+                 "the heads share the gap"] is False
+
+
+def test_an_off_by_one_in_the_model_makes_the_derivation_false(monkeypatch):
+    """m = N instead of N - 1: every step of the model's own algebra still reduces (the issue's
+    finding), but the weights disagree with it."""
+    wrong = Threshold("unconditional", th.N, (th.V - 1) / th.V, ())
+    assert all(wrong.prove().values())
+    monkeypatch.setitem(THRESHOLDS, "unconditional", wrong)
+    cls, kwargs, sizes = SMALL[0]
+    proof = construction_threshold("unconditional", builder(cls, kwargs), sizes)["proof"]
+    assert [proof[k] for k in WEIGHT_STEPS] == [False, False]
 
 
 def test_certificate_margin_equals_the_analysis_at_default_temperature():

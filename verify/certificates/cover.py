@@ -34,6 +34,7 @@ class CoverCertificate:
     failing: int = 0
     worst_margin: float = np.inf  # min over cases of the certified lower bound of the margin
     worst_case: np.ndarray | None = None
+    worst_competitor: int | None = None  # the token c whose margin is the worst one, at worst_case
     failing_examples: list[np.ndarray] = field(default_factory=list)
 
     @property
@@ -56,8 +57,9 @@ def certify(construction: Construction, spec: TransformerSpec | None = None, chu
         margins = logit_margins(at_read, spec.W_U, spec.b_U, batch.expected)  # box (B, V)
         lower = margins.lo.copy()
         lower[rows, batch.expected] = np.inf  # c = y is not a competitor
-        worst_per_case = lower.min(axis=1)
-        worst_per_case[np.isnan(worst_per_case)] = -np.inf  # no information: a failure
+        lower[np.isnan(lower)] = -np.inf  # no information: a failure
+        competitor = lower.argmin(axis=1)
+        worst_per_case = lower[rows, competitor]
         result.cases += len(rows)
         bad = worst_per_case <= 0
         result.failing += int(bad.sum())
@@ -67,4 +69,5 @@ def certify(construction: Construction, spec: TransformerSpec | None = None, chu
         if worst_per_case[argmin] < result.worst_margin:
             result.worst_margin = float(worst_per_case[argmin])
             result.worst_case = batch.labels[argmin]
+            result.worst_competitor = int(competitor[argmin])
     return result

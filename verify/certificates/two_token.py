@@ -411,6 +411,7 @@ class TwoTokenCertificate:
     failing: int = 0  # chains whose certified margin is not positive
     worst_margin: float = -np.inf  # min over chains and competitors of the logit margin bound
     worst_chain: tuple[int, int] | None = None  # (u1, y)
+    worst_competitor: int | None = None  # the token c whose margin is the worst one, in worst_chain
     worst_case: str = ""
     first_failure: str | None = None
     failing_examples: list[np.ndarray] = field(default_factory=list)  # box-cover labels (u0, u1, N)
@@ -604,6 +605,7 @@ def certify_two_token(construction: TwoToken, spec: TransformerSpec | None = Non
     q = int(np.argmin(worst))
     result.worst_margin = float(worst[q])
     result.worst_chain = (int(chain_u1[q]), int(chain_y[q]))
+    result.worst_competitor = int(np.argmin(margin[q]))
     s = construction.vocab.symbols
     result.worst_case = (f"second token {s[chain_u1[q]]!r}, m(u0, {s[chain_u1[q]]!r}) = {s[chain_y[q]]!r}, "
                          f"every u0 and map")
