@@ -2,13 +2,16 @@
 
 Each claim rests on
   1. a sympy proof for general content length and prefix count (theorems.petrov_sec4.prove),
-     with a fixed-size fully expanded cross-check (n = 3 causal, n_S = 2);
+     with a fixed-size fully expanded cross-check (n = 3 causal, n_S = 2); the soft-prompt
+     claim's proof is at symbolic n_S, n, d, d_head by block matrices (one head, Linear biases);
   2. randomized float64 instances run through the project's one forward pass
      (constructions.forward, prefix keys/values injected per block): random pre-norm blocks with
      1-4 heads and an output projection W_O, Linear biases on or off, no norm / LayerNorm /
      RMSNorm before attention, RoPE on or off, causal mask, prefix lengths 1, 2, 5 (1 only for
      output-bias), content lengths 1..12; 1,000 instances per claim. The worst absolute error of
      the identity, per head, must be <= TOLERANCE.
+``Evidence.rung`` is SYMBOLIC when every sympy step holds (the randomized rung then extends the
+identity to the architecture options the proof does not cover), else RANDOMIZED.
 
 With biases, norms, RoPE and several heads the identities hold per head h, with the prefix's
 key and value for that head in place of the theory's W_K s, W_V s:
@@ -26,7 +29,13 @@ statement fails for H >= 2 (a control).
 
 Controls: a deliberately wrong variant of each identity, run through the same two checkers:
 its symbolic difference must not reduce to 0 and its worst numeric error must exceed
-CONTROL_MIN_ERROR (far above TOLERANCE).
+CONTROL_MIN_ERROR (far above TOLERANCE). None follows from the pass condition: given that the
+true identity holds, each wrong variant's error is a quantity of the instances (the prefix's
+attention mass alpha, how alpha varies over queries, how the heads' directions spread), which
+could have been negligible. For the soft-prompt claim the difference in block 2 is part of the
+claim ("in deeper layers they differ") and so part of the evidence; its controls are wrong
+prefix-tuning variants (prefix keys/values without the block's norm; prefix keys rotated one
+position late) that the same layer-1 comparison must tell apart from the soft prompt.
 """
 
 from __future__ import annotations
@@ -36,14 +45,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from constructions.forward import forward
+from constructions.forward import NUMPY, PrefixKV, forward, rotary_angles
 from constructions.layers import spec_from_layers
 from constructions.prefix import prefix_from_vectors, prefix_tuned_forward, soft_prompted_forward
 from constructions.spec import TransformerSpec
 from theorems.petrov_sec4 import REFUTATIONS, prove
 from theorems.strategies import random_layer_weights
+from verify.protocol import Control, Evidence, Finding, Rung, compare
 from verify.registry import Context, check
-from verify.result import Outcome
 
 # Entries are O(1-10) and each identity is a few float64 operations on rows of <= 17 terms
 # (plus a norm and a rotation): rounding is ~1e-15 (measured worst ~1e-14 at seed 0), so 1e-12
@@ -73,9 +82,10 @@ class Instance:
 
 
 def random_instances(rng: np.random.Generator, prefix_lengths: tuple[int, ...], layers: int = 1,
-                     d_mlp: int = 0, count: int = INSTANCES) -> Iterator[Instance]:
-    """Instances cycling through every architecture option so each is covered evenly."""
-    for index in range(count):
+                     d_mlp: int = 0, count: int | None = None) -> Iterator[Instance]:
+    """Instances cycling through every architecture option so each is covered evenly
+    (``count``: INSTANCES unless given)."""
+    for index in range(INSTANCES if count is None else count):
         heads = 1 + index % MAX_HEADS
         biases = bool((index // MAX_HEADS) % 2)
         norm = NORMS[(index // (2 * MAX_HEADS)) % len(NORMS)]
@@ -181,16 +191,46 @@ def multi_prefix_errors(item: Instance) -> tuple[float, float, float]:
     return claim, simplex, control
 
 
-def soft_prompt_errors(item: Instance) -> tuple[float, float]:
-    """(layer 1: soft prompt vs prefix-tuning; control: the same comparison after layer 2, the
-    same s fed as layer 2's prefix vectors). Both pass through the same forward; the soft
-    prompt runs [s; x] as one sequence, the prefix prepends block-wise keys and values."""
-    first = TransformerSpec.build(item.spec.W_E, item.spec.W_pos, item.spec.blocks[:1], item.spec.W_U,
-                                  attention_scale=item.spec.attention_scale, rotary_base=item.spec.rotary_base)
-    one = _max_abs(soft_prompted_forward(first, item.x, item.s) - prefix_tuned_forward(first, item.x, [item.s]))
+def first_block(spec: TransformerSpec) -> TransformerSpec:
+    """The spec cut after its first block."""
+    return TransformerSpec.build(spec.W_E, spec.W_pos, spec.blocks[:1], spec.W_U,
+                                 attention_scale=spec.attention_scale, rotary_base=spec.rotary_base)
+
+
+def variant_prefix(spec: TransformerSpec, vectors: np.ndarray, norm: bool = True, first_position: int = 0) -> PrefixKV:
+    """Block 0's prefix keys/values from vectors s, optionally WITHOUT the block's pre-attention
+    norm, with RoPE applied at positions first_position..first_position+n_S-1 (the true prefix:
+    norm=True, first_position=0, which is ``constructions.prefix.prefix_from_vectors``)."""
+    block = spec.blocks[0]
+    attn = block.attention
+    h = vectors if (block.ln1 is None or not norm) else NUMPY.norm(vectors, block.ln1)
+    keys = np.einsum("nd,hde->hne", h, attn.W_K) + attn.b_K[:, None, :]
+    values = np.einsum("nd,hde->hne", h, attn.W_V) + attn.b_V[:, None, :]
+    if spec.rotary_base is not None:
+        positions = first_position + np.arange(len(vectors))
+        keys = NUMPY.rotate(keys, *rotary_angles(spec.rotary_base, keys.shape[-1], positions))
+    return PrefixKV(keys, values)
+
+
+def soft_prompt_errors(item: Instance) -> tuple[float, float, float, float]:
+    """(layer 1: soft prompt vs prefix-tuning; block 2 of 2: the same comparison with the same s
+    fed as block 2's prefix vectors; control: layer 1 against prefix keys/values built without
+    the block's norm (NaN without a norm); control: layer 1 against prefix keys rotated at
+    positions 1..n_S (NaN without RoPE)). The soft prompt runs [s; x] as one sequence, the
+    prefix prepends block-wise keys and values."""
+    first = first_block(item.spec)
+    soft = soft_prompted_forward(first, item.x, item.s)
+    one = _max_abs(soft - prefix_tuned_forward(first, item.x, [item.s]))
     two = _max_abs(soft_prompted_forward(item.spec, item.x, item.s)
                    - prefix_tuned_forward(item.spec, item.x, [item.s, item.s]))
-    return one, two
+    positions = len(item.s) + np.arange(item.x.shape[1])
+
+    def against(prefix: PrefixKV) -> float:
+        return _max_abs(soft - forward(first, item.x, prefix=[prefix], positions=positions))
+
+    no_norm = against(variant_prefix(first, item.s, norm=False)) if first.blocks[0].ln1 is not None else float("nan")
+    late = against(variant_prefix(first, item.s, first_position=1)) if first.rotary_base is not None else float("nan")
+    return one, two, no_norm, late
 
 
 # --- reporting ----------------------------------------------------------------------------------
@@ -205,17 +245,26 @@ def _min(values: list[float]) -> float:
     return min(finite) if finite else float("nan")
 
 
-def _numeric_control(variant: str, errors: list[float]) -> dict[str, Any]:
-    worst, least = _worst(errors), _min(errors)
-    return {"variant": variant, "worst_abs_error": worst, "min_abs_error": least,
-            "instances": int(sum(not np.isnan(e) for e in errors)),
-            "instances_above_tolerance": int(sum(e > TOLERANCE for e in errors if not np.isnan(e))),
-            "refuted": worst > CONTROL_MIN_ERROR}
+def _errors_measured(errors: list[float]) -> dict[str, Any]:
+    finite = [e for e in errors if not np.isnan(e)]
+    return {"worst_abs_error": _worst(errors), "min_abs_error": _min(errors), "instances": len(finite),
+            "instances_above_tolerance": int(sum(e > TOLERANCE for e in finite)),
+            "instances_above_control_min": int(sum(e > CONTROL_MIN_ERROR for e in finite))}
 
 
-def _control(numeric: dict[str, Any], symbolic: dict[str, Any]) -> dict[str, Any]:
-    """A control is refuted only if BOTH its numeric and its symbolic form are refuted."""
-    return {**numeric, "symbolic": symbolic, "refuted": numeric["refuted"] and symbolic["refuted"]}
+def numeric_control(name: str, variant: str, errors: list[float], could_fail_because: str,
+                    symbolic: dict[str, Any] | None = None, applies_to: str = "every instance") -> Control:
+    """The wrong variant through the same checker: refuted when its worst error over the
+    instances (``applies_to``) exceeds CONTROL_MIN_ERROR and, if a symbolic form is given, sympy
+    does not reduce it to 0 and a witness gives a non-zero value."""
+    measured = {**_errors_measured(errors), "applies_to": applies_to}
+    refuted = bool(_worst(errors) > CONTROL_MIN_ERROR)
+    criterion = f"worst |err| of the wrong variant > {CONTROL_MIN_ERROR:g} over {applies_to}"
+    if symbolic is not None:
+        measured["symbolic"] = symbolic
+        refuted = refuted and bool(symbolic["refuted"])
+        criterion += "; and sympy does not reduce its difference to 0 (non-zero at a witness)"
+    return Control(name, variant, criterion, measured, refuted, could_fail_because)
 
 
 def _by_architecture(items: list[Instance], errors: list[float]) -> dict[str, float]:
@@ -227,44 +276,59 @@ def _by_architecture(items: list[Instance], errors: list[float]) -> dict[str, fl
     return dict(sorted(worst.items()))
 
 
-def _evidence(proof: dict[str, bool], items: list[Instance], errors: list[float], prefix_lengths,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    worst = _worst(errors)
-    return {
-        "summary": f"sympy {sum(proof.values())}/{len(proof)} steps; {len(items)} random blocks "
-                   f"(1-{MAX_HEADS} heads, biases, LN/RMSNorm, RoPE), worst |err| {worst:.2e} <= {TOLERANCE:g}",
-        "symbolic": {"proof": proof, "holds": all(proof.values())},
-        "numeric": {"instances": len(items), "prefix_lengths": list(prefix_lengths),
-                    "content_lengths": [1, MAX_CONTENT], "d_model": D_MODEL, "d_head": D_HEAD,
-                    "heads": [1, MAX_HEADS], "norms": ["none" if n is None else n for n in NORMS],
-                    "rope_base": ROPE_BASE, "mask": "causal", "dtype": "float64",
-                    "forward": "constructions.forward.forward with per-block prefix keys/values",
-                    "worst_abs_error": worst, "worst_by_architecture": _by_architecture(items, errors),
-                    "tolerance": TOLERANCE, **(extra or {})},
-    }
+def _rung(proof: dict[str, bool]) -> Rung:
+    """SYMBOLIC when every sympy step holds; otherwise the randomized check is the rung reached."""
+    return Rung.SYMBOLIC if all(proof.values()) else Rung.RANDOMIZED
 
 
-@check("petrov.sec4.content-scaling")
-def content_scaling(context: Context) -> Outcome:
+def _numeric(items: list[Instance], errors: list[float], prefix_lengths, extra: dict[str, Any] | None = None
+             ) -> dict[str, Any]:
+    return {"instances": len(items), "prefix_lengths": list(prefix_lengths),
+            "content_lengths": [1, MAX_CONTENT], "d_model": D_MODEL, "d_head": D_HEAD,
+            "heads": [1, MAX_HEADS], "norms": ["none" if n is None else n for n in NORMS],
+            "rope_base": ROPE_BASE, "mask": "causal", "dtype": "float64",
+            "forward": "constructions.forward.forward with per-block prefix keys/values",
+            "worst_abs_error": _worst(errors), "worst_by_architecture": _by_architecture(items, errors),
+            "tolerance": TOLERANCE, **(extra or {})}
+
+
+def _summary(proof: dict[str, bool], items: list[Instance], worst: float, more: str = "") -> str:
+    return (f"sympy {sum(proof.values())}/{len(proof)} steps hold (symbolic sizes); {len(items)} random blocks "
+            f"(1-{MAX_HEADS} heads, biases, LN/RMSNorm, RoPE): worst |err| {compare(worst, TOLERANCE)}{more}")
+
+
+def _evidence(holds: bool, summary: str, proof: dict[str, bool], numeric: dict[str, Any],
+              extra: dict[str, Any] | None = None) -> Evidence:
+    return Evidence(holds, summary, _rung(proof),
+                    {"symbolic": {"proof": proof, "all_steps_hold": all(proof.values())}, "numeric": numeric,
+                     **(extra or {})})
+
+
+@check("petrov.sec4.content-scaling", controls=("no_scaling_factor",))
+def content_scaling(context: Context) -> Finding:
     cid = "petrov.sec4.content-scaling"
     items = list(random_instances(context.rng(cid), PREFIX_LENGTHS))
     errors = [content_scaling_errors(item) for item in items]
     proof = prove(cid)
     claim_errors = [e[0] for e in errors]
-    unshifted = _worst([e[2] for e in errors])
-    worst = _worst(claim_errors)
-    numeric = _numeric_control("A^pt_ij = A_ij (no (1 - alpha_i) factor)", [e[1] for e in errors])
-    control = {"no_scaling_factor": _control(numeric, REFUTATIONS[cid]())}
-    extra = {"rope_reference_at_unshifted_positions_worst": unshifted,
-             "rope_note": "with RoPE the identity also holds against a reference run at positions 0..n-1, "
-                          "because RoPE scores depend only on i - j"}
+    worst, unshifted = _worst(claim_errors), _worst([e[2] for e in errors])
     holds = all(proof.values()) and worst <= TOLERANCE and unshifted <= TOLERANCE
-    return Outcome(holds, _evidence(proof, items, claim_errors, PREFIX_LENGTHS, extra),
-                   control, control["no_scaling_factor"]["refuted"])
+    numeric = _numeric(items, claim_errors, PREFIX_LENGTHS, {
+        "rope_reference_at_unshifted_positions_worst": unshifted,
+        "rope_note": "with RoPE the identity also holds against a reference run at positions 0..n-1, "
+                     "because RoPE scores depend only on i - j"})
+    summary = _summary(proof, items, worst, f"; RoPE vs unshifted reference {compare(unshifted, TOLERANCE)}")
+    control = numeric_control(
+        "no_scaling_factor", "A^pt_ij = A_ij (the (1 - alpha_i) factor dropped)", [e[1] for e in errors],
+        "given the true identity, this variant's error is alpha_i A_ij: had the random prefixes drawn "
+        "negligible attention (alpha_i A_ij <= 1e-6 on every instance, e.g. prefix keys far from every "
+        "query), the same checker could not tell the variant from the claim and the control would stand",
+        REFUTATIONS[cid]())
+    return Finding(_evidence(holds, summary, proof, numeric), (control,))
 
 
-@check("petrov.sec4.output-bias")
-def output_bias(context: Context) -> Outcome:
+@check("petrov.sec4.output-bias", controls=("bias_dropped", "alpha_from_wrong_row", "one_direction_for_all_heads"))
+def output_bias(context: Context) -> Finding:
     cid = "petrov.sec4.output-bias"
     items = list(random_instances(context.rng(cid), (1,)))
     errors = [output_bias_errors(item) for item in items]
@@ -272,51 +336,96 @@ def output_bias(context: Context) -> Outcome:
     claim_errors = [e[0] for e in errors]
     worst, block = _worst(claim_errors), _worst([e[1] for e in errors])
     symbolic = REFUTATIONS[cid]()
-    dropped = _numeric_control("t^pt = (1 - alpha) t (bias v_s dropped)", [e[2] for e in errors])
-    wrong = _numeric_control("alpha taken from query i-1 (content length >= 2)", [e[3] for e in errors])
-    single = _numeric_control("block output bias = a_i u for ONE fixed u (heads >= 2, n >= 2): 2nd singular value",
-                              [e[4] for e in errors])
-    control = {
-        "bias_dropped": _control(dropped, symbolic["bias_dropped"]),
-        "alpha_from_wrong_row": _control(wrong, symbolic["alpha_from_wrong_row"]),
-        # no symbolic part: the per-head statement's sympy proof already shows which form holds
-        "one_direction_for_all_heads": single,
-    }
-    extra = {"block_level_worst_abs_error": block,
-             "block_level_statement": "o^pt_i = b_O + sum_h (1 - alpha^h_i) z^h_i W_O[h] + sum_h alpha^h_i d^h, "
-                                      "d^h = v^h_s W_O[h], v^h_s = N1(s) W_V[h] + b_V[h]"}
     holds = all(proof.values()) and worst <= TOLERANCE and block <= TOLERANCE
-    return Outcome(holds, _evidence(proof, items, claim_errors, (1,), extra), control,
-                   all(c["refuted"] for c in control.values()))
+    numeric = _numeric(items, claim_errors, (1,), {
+        "block_level_worst_abs_error": block,
+        "block_level_statement": "o^pt_i = b_O + sum_h (1 - alpha^h_i) z^h_i W_O[h] + sum_h alpha^h_i d^h, "
+                                 "d^h = v^h_s W_O[h], v^h_s = N1(s) W_V[h] + b_V[h]"})
+    summary = _summary(proof, items, worst, f" per head, block level {compare(block, TOLERANCE)}")
+    controls = (
+        numeric_control(
+            "bias_dropped", "t^pt = (1 - alpha) t (the prefix value v_s dropped)", [e[2] for e in errors],
+            "given the true identity, this variant's error is alpha_i |v_s|: a prefix with negligible "
+            "attention or a near-zero value vector would make it indistinguishable and the control would stand",
+            symbolic["bias_dropped"]),
+        numeric_control(
+            "alpha_from_wrong_row", "alpha taken from query i-1 instead of query i", [e[3] for e in errors],
+            "given the true identity, this variant's error is |alpha_i - alpha_{i-1}| |v_s - t_i|: if the "
+            "prefix's attention mass were the same for every query (it depends on the query through "
+            "(W_Q x_i).(W_K s) and Z_i), the variant would pass and the control would stand",
+            symbolic["alpha_from_wrong_row"], applies_to="instances with content length >= 2"),
+        numeric_control(
+            "one_direction_for_all_heads",
+            "the block's output bias is a_i u for ONE fixed u (any u, any a_i): its residual is the 2nd "
+            "singular value of the stacked biases", [e[4] for e in errors],
+            "the per-head statement allows a bias spanning up to H directions but does not force it: if the "
+            "heads' directions d^h were parallel or their alphas proportional across queries, one direction "
+            "would fit and the control would stand",
+            applies_to="instances with >= 2 heads and content length >= 2"),
+    )
+    return Finding(_evidence(holds, summary, proof, numeric), controls)
 
 
-@check("petrov.sec4.multi-prefix-convex")
-def multi_prefix_convex(context: Context) -> Outcome:
+@check("petrov.sec4.multi-prefix-convex", controls=("unnormalised_beta",))
+def multi_prefix_convex(context: Context) -> Finding:
     cid = "petrov.sec4.multi-prefix-convex"
     items = list(random_instances(context.rng(cid), PREFIX_LENGTHS))
     errors = [multi_prefix_errors(item) for item in items]
     proof = prove(cid)
     claim_errors = [e[0] for e in errors]
     worst, simplex = _worst(claim_errors), _worst([e[1] for e in errors])
-    numeric = _numeric_control("beta_ik = A^pt_{i,s_k} (not divided by alpha_i)", [e[2] for e in errors])
-    control = {"unnormalised_beta": _control(numeric, REFUTATIONS[cid]())}
     holds = all(proof.values()) and worst <= TOLERANCE and simplex <= TOLERANCE
-    evidence = _evidence(proof, items, claim_errors, PREFIX_LENGTHS, {"worst_simplex_violation": simplex})
-    return Outcome(holds, evidence, control, control["unnormalised_beta"]["refuted"])
+    numeric = _numeric(items, claim_errors, PREFIX_LENGTHS, {"worst_simplex_violation": simplex})
+    summary = _summary(proof, items, worst, f"; simplex violation {compare(simplex, TOLERANCE)}")
+    control = numeric_control(
+        "unnormalised_beta", "beta_ik = A^pt_{i,s_k} (not divided by alpha_i)", [e[2] for e in errors],
+        "given the true identity, this variant's error is alpha_i (1 - alpha_i) |sum_k beta_ik v_k|: with "
+        "prefix mass alpha_i near 0 or 1 on every query, or prefix values averaging to ~0, it would pass "
+        "and the control would stand", REFUTATIONS[cid]())
+    return Finding(_evidence(holds, summary, proof, numeric), (control,))
 
 
-@check("petrov.sec4.soft-prompt-is-prefix-in-layer-1")
-def soft_prompt_is_prefix(context: Context) -> Outcome:
+SOFT_SCOPE = ("sympy: one head with Linear biases and the causal mask, block matrices at symbolic n_S, n, d, "
+              "d_head (scores, values and mask blocks of the soft-prompted sequence equal prefix-tuning's, "
+              "then the reduction lemma); residual and MLP act row-wise (prose); LayerNorm/RMSNorm, RoPE, "
+              "several heads with W_O and the MLP are covered by the randomized rung only")
+
+
+@check("petrov.sec4.soft-prompt-is-prefix-in-layer-1", controls=("prefix_keys_without_norm", "prefix_keys_one_position_late"))
+def soft_prompt_is_prefix(context: Context) -> Finding:
     cid = "petrov.sec4.soft-prompt-is-prefix-in-layer-1"
     items = list(random_instances(context.rng(cid), PREFIX_LENGTHS, layers=2, d_mlp=D_MLP))
     errors = [soft_prompt_errors(item) for item in items]
     proof = prove(cid)
-    claim_errors = [e[0] for e in errors]
-    worst = _worst(claim_errors)
-    numeric = _numeric_control("soft prompt vs prefix-tuning (same s at each block) after BLOCK 2 of 2",
-                               [e[1] for e in errors])
-    control = {"layer_2": _control(numeric, REFUTATIONS[cid]())}
-    evidence = _evidence(proof, items, claim_errors, PREFIX_LENGTHS,
-                         {"model": "2 pre-norm blocks: attention + residual + ReLU MLP + residual; the "
-                                   "prefix at positions 0..n_S-1, content at n_S..n_S+n-1 in both methods"})
-    return Outcome(all(proof.values()) and worst <= TOLERANCE, evidence, control, control["layer_2"]["refuted"])
+    claim_errors, block_2 = [e[0] for e in errors], [e[1] for e in errors]
+    worst, least_2 = _worst(claim_errors), _min(block_2)
+    deeper = REFUTATIONS[cid]()
+    # "in deeper layers they differ": on every random instance, by more than CONTROL_MIN_ERROR,
+    # and symbolically (the block steps fail at symbolic sizes once the prefix rows carry S + O)
+    differ = least_2 > CONTROL_MIN_ERROR and deeper["refuted"]
+    holds = all(proof.values()) and worst <= TOLERANCE and differ
+    numeric = _numeric(items, claim_errors, PREFIX_LENGTHS, {
+        "model": "2 pre-norm blocks: attention + residual + ReLU MLP + residual; the prefix at positions "
+                 "0..n_S-1, content at n_S..n_S+n-1 in both methods"})
+    block_2_measured = {**_errors_measured(block_2), "criterion": f"min |diff| over every instance > "
+                        f"{CONTROL_MIN_ERROR:g}, and the symbolic block steps fail for prefix rows S + O",
+                        "symbolic": deeper, "holds": bool(differ)}
+    summary = _summary(proof, items, worst, f" in block 1; block 2 differs by min {compare(least_2, CONTROL_MIN_ERROR, below=False)}")
+    controls = (
+        numeric_control(
+            "prefix_keys_without_norm",
+            "prefix-tuning whose prefix keys/values skip the block's pre-attention norm (W_K s + b_K instead "
+            "of W_K N1(s) + b_K), compared with the soft prompt in block 1", [e[2] for e in errors],
+            "the layer-1 comparison would miss this if it only looked at content-to-content attention or if "
+            "the norm left the prompt vectors (nearly) unchanged; then the wrong prefix would pass as equal to "
+            "the soft prompt and the control would stand", applies_to="instances with LayerNorm or RMSNorm"),
+        numeric_control(
+            "prefix_keys_one_position_late",
+            "prefix-tuning whose prefix keys are rotated at positions 1..n_S instead of 0..n_S-1, compared "
+            "with the soft prompt in block 1", [e[3] for e in errors],
+            "RoPE scores depend on the query-key offset; if the comparison ignored the prefix keys' positions "
+            "or the rotation frequencies were too low to move a score by 1e-6 for a one-position shift, the "
+            "wrong prefix would pass and the control would stand", applies_to="instances with RoPE"),
+    )
+    return Finding(_evidence(holds, summary, proof, numeric,
+                             {"symbolic_scope": SOFT_SCOPE, "block_2_differs": block_2_measured}), controls)
