@@ -29,9 +29,10 @@ from constructions.spec import MLP, Block, TransformerSpec
 from constructions.torch_module import SpecTransformer
 from constructions.vocab import Vocabulary
 from theorems.strategies import pair_maps
-from theorems.petrov_sec3 import two_token_thresholds
+from theorems.petrov_sec3 import two_token_front_from_scores, two_token_thresholds
 from verify.certificates.cover import certify
 from verify.certificates.two_token import certify_two_token
+from verify.checks.petrov_sec3 import read_leakage, two_token_threshold
 
 LETTERS10 = Vocabulary.letters(10)
 TIGHTNESS_DELTA = 1e-4  # in T; float64 rounding moves V = 10's threshold by ~1e-5
@@ -186,6 +187,45 @@ def test_minimal_temperature_is_symbolic_and_tight():
     task = np.zeros((1, 10, 10), dtype=np.int64)
     task[0, 0] = 9
     assert not last.responds_correctly(task, np.array([[0, 9]]))[0]
+
+
+def ten_builder(T=None):
+    return TwoToken(LETTERS10) if T is None else TwoToken(LETTERS10, inverse_temperature=T)
+
+
+def test_the_error_model_is_tied_to_the_weights():
+    """rem_0 - x = -2w(1 + x) and the remainder gain V are read off the built weights."""
+    threshold = two_token_threshold(ten_builder, 10)
+    assert all(threshold["proof"].values()), threshold["proof"]
+    front = threshold["from_the_weights"]
+    assert front["visible_keys_not_attended"] == 2 and front["rem0_shift_per_leak"] == "-1 + (-1) x"
+    assert front["gains"] == ["10"] * 9
+
+
+def test_an_off_by_one_score_in_the_front_makes_the_tie_false(monkeypatch):
+    import constructions.petrov.parts as parts
+    import constructions.petrov.two_token as module
+
+    def shifted(layout, position, inverse_temperature):  # the attended key scores T + 1
+        W_Q, W_K = parts.attend_to_position(layout, position, inverse_temperature)
+        W_Q[layout.index("one"), 0] += 1.0
+        return W_Q, W_K
+
+    monkeypatch.setattr(module, "attend_to_position", shifted)
+    proof = two_token_threshold(ten_builder, 10)["proof"]
+    assert proof["weights: rem_0 - x from the weights' scores = the model's -2w(1 + x)"] is False
+    assert all(v for k, v in proof.items() if k.startswith("model"))  # the typed model's algebra is unmoved
+
+
+def test_a_wrong_gain_or_shift_is_not_the_model():
+    reading = read_leakage(ten_builder, readout="rem")
+    worst = reading.positions[0]
+    right = two_token_front_from_scores(worst.row, worst.kappa[0], worst.slope, [Fraction(10)] * 9, 10)
+    assert all(right.values())
+    assert not all(two_token_front_from_scores(worst.row, worst.kappa[0], worst.slope,
+                                               [Fraction(10)] * 8 + [Fraction(11)], 10).values())
+    assert not all(two_token_front_from_scores(worst.row, Fraction(-1, 2), worst.slope, [Fraction(10)] * 9,
+                                               10).values())
 
 
 def test_box_cover_cross_check_for_small_V():
