@@ -82,7 +82,10 @@ def _zero(expr: sp.Expr) -> bool:
 
 
 def _zero_matrix(expr: sp.MatrixExpr) -> bool:
-    reduced = sp.simplify(sp.expand(expr.doit()))
+    """Expanded, the difference of two matrix expressions is ZeroMatrix (simplify only if not)."""
+    reduced = sp.expand(expr.doit())
+    if not (isinstance(reduced, ZeroMatrix) or reduced == 0):
+        reduced = sp.simplify(reduced)
     return isinstance(reduced, ZeroMatrix) or reduced == 0
 
 
@@ -122,7 +125,7 @@ def prove_finetune_witness(premises: Premises = TRUE) -> dict[str, bool]:
     norm_q, norm_dx = sp.Sum(qi[t] ** 2, (t, 1, dim_head)), sp.Sum(dxi[t] ** 2, (t, 1, dim))
     Q2, D2 = sp.symbols("Q2 D2", positive=True)  # their values under q_i != 0, x_j != x_k
     after = gap - scale * lam * Q2 * D2  # S'_ij - S'_ik, from the derived change
-    threshold = sp.solve(after, lam)
+    threshold = list(sp.roots(sp.Poly(after, lam)))
     # fixed sizes, from explicit matrices: d = 3, d_head = 2
     X = sp.Matrix(2, 3, sp.symbols("x1:3_1:4", real=True))  # rows x_j, x_k
     W = sp.Matrix(3, 2, sp.symbols("w1:4_1:3", real=True))

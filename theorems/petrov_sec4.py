@@ -274,7 +274,10 @@ WRONG_LAYER_1: dict[str, LayerInput] = {
 
 
 def _is_zero_matrix(expr: sp.MatrixExpr) -> bool:
-    reduced = sp.simplify(sp.expand(expr.doit()))
+    """Expanded, the difference of two matrix expressions is ZeroMatrix (simplify only if not)."""
+    reduced = sp.expand(expr.doit())
+    if not (isinstance(reduced, ZeroMatrix) or reduced == 0):
+        reduced = sp.simplify(reduced)
     return isinstance(reduced, ZeroMatrix) or reduced == 0
 
 
