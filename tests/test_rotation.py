@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import verify.checks.petrov_sec4_rotation as check_module
-from theorems.rotation import minimax_error, prove, refute_identity, refute_translation
+from theorems.claims import claim
+from theorems.rotation import PROOFS, WRONG, minimax_error, prove, refute_identity, refute_translation
 from verify.certificates.rotation import (
     BNB_GAP,
     FLOAT_SLACK,
@@ -42,7 +43,8 @@ from verify.prefix_search import (
     prefixed_outputs,
     search,
 )
-from verify.registry import CHECKS, Context
+from verify.protocol import Rung
+from verify.registry import CONTROLS, Context, run_claim
 
 circle = check_module.circle
 rotation_2d = check_module.rotation_2d
@@ -55,6 +57,26 @@ ANGLES = st.floats(min_value=0.5, max_value=180.0)
 def test_every_proof_step_reduces_exactly():
     proof = prove()
     assert len(proof) >= 15 and all(proof.values()), [k for k, v in proof.items() if not v]
+
+
+@pytest.mark.parametrize("name", sorted(PROOFS))
+def test_a_wrong_premise_makes_a_step_of_each_proof_false(name):
+    """Every step is computed from a premise, so the wrong one (a wrong best alpha, a swapped
+    mixing weight, a target that is not odd, a wrong m(theta), ...) must break the proof."""
+    assert set(WRONG) == set(PROOFS)
+    assert not all(PROOFS[name](WRONG[name]).values())
+
+
+def test_the_certificates_number_is_the_proved_closed_form():
+    """A 5% larger minimax_error (the float the certificates use) breaks the closed-form proof."""
+    import theorems.rotation as theorem
+
+    original = theorem.minimax_error
+    try:
+        theorem.minimax_error = lambda angle: 1.05 * original(angle)
+        assert not all(theorem.prove_closed_form().values())
+    finally:
+        theorem.minimax_error = original
 
 
 def test_the_theorem_gives_nothing_for_the_identity_or_a_translation():
@@ -320,19 +342,21 @@ def test_search_controls_fail_when_the_search_misses():
               "identity": [{"setting": "tied", "d": 2, "error": 0.5}]}
     translation = {"lengths": [1, 4], "worst_error": {"untied": {"1": 0.3, "4": 0.2}}}
     controls = check_module.search_controls(single, {"planted": []}, translation)
-    assert not any(c["refuted"] for c in controls.values())
+    assert not any(c.refuted for c in controls)
 
 
 @pytest.fixture(scope="module")
 def outcome():
-    return CHECKS["petrov.sec4.rotation-not-a-bias"](Context(seed=0))
+    return run_claim(claim("petrov.sec4.rotation-not-a-bias"), Context(seed=0))
 
 
 def test_the_claim_holds_and_every_control_is_refuted(outcome):
-    assert outcome.holds and outcome.control_refuted
-    assert set(outcome.control) == {"certifier_refuses_identity", "certifier_refuses_translation",
-                                    "search_finds_realizable", "search_can_do_nothing",
-                                    "search_matches_translation"}
+    assert outcome.status == "pass", outcome.reasons
+    assert outcome.rung == Rung.SYMBOLIC.value
+    assert set(outcome.control) == set(CONTROLS["petrov.sec4.rotation-not-a-bias"]) == {
+        "certifier_refuses_identity", "certifier_refuses_translation", "search_finds_realizable",
+        "search_can_do_nothing", "search_matches_translation"}
+    assert all(c["refuted"] and c["could_fail_because"].endswith("would stand") for c in outcome.control.values())
     ev = outcome.evidence
     assert ev["summary"] and all(ev["symbolic"]["proof"].values())
     for row in ev["single_prefix_search"]["rows"]:
