@@ -280,74 +280,89 @@ def _virtual_hull(construction: Construction) -> tuple[np.ndarray, np.ndarray]:
     return np.minimum(*extremes), np.maximum(*extremes)
 
 
-def read_leakage(build: Callable[[float], Construction], readout: str = "readout", offset: int = 0,
-                 block: int = 0) -> LeakageReading:
-    """Read the leakage model of block ``block`` at the read positions off the weights (the
-    comment above). ``readout`` / ``offset``: the residual coordinate that is decoded."""
+SEARCH_TOLERANCE = 1e-9  # float64 search's worst size vs its exact recomputation (rounding ~1e-16)
+
+
+def _structure(build: Callable[[float], Construction]) -> tuple[dict[str, bool], dict, dict]:
+    """Preconditions on the weights' structure, and W0, W1 of W(T) = W0 + T W1."""
     base, slope, affine = weights_in_T(build)
-    construction = build(1.0)
-    spec = construction.spec
-    attn, mlp = spec.blocks[block].attention, spec.blocks[block].mlp
-    prefix = f"blocks.{block}.attn."
+    spec = build(1.0).spec
+    attn, mlp = spec.blocks[0].attention, spec.blocks[0].mlp
     moving = {k for k in slope if np.any(slope[k] != 0)}
-    pre: dict[str, bool] = {
+    pre = {
         "weights are affine in T (builds at T = 1, 2, 3)": affine,
-        "only W_Q, b_Q, W_K, b_K depend on T": moving <= {prefix + n for n in ("W_Q", "b_Q", "W_K", "b_K")},
-        "causal, scale stated, no norms or RoPE, an MLP after the heads":
+        "only W_Q, b_Q, W_K, b_K depend on T": moving <= {f"blocks.0.attn.{n}" for n in ("W_Q", "b_Q", "W_K", "b_K")},
+        "causal, no norms or RoPE, heads and an MLP in block 0":
             spec.causal and not spec.uses_norms_or_rotary and mlp is not None and attn.n_heads > 0,
     }
-    if not all(pre.values()):
-        return LeakageReading(pre)
-    z = spec.subspace(readout).start + offset
-    lo_v, hi_v = _virtual_hull(construction)
-    virtual_coords = np.flatnonzero((lo_v != 0) | (hi_v != 0)) % spec.d_model
-    H = attn.n_heads
-    Q0, Q1 = base[prefix + "W_Q"], slope[prefix + "W_Q"]
-    K0, K1 = base[prefix + "W_K"], slope[prefix + "W_K"]
-    content_free = all(
-        not np.any(np.abs(spec.W_E) @ np.abs(W[h])) and not np.any(W[h][virtual_coords])
-        for W in (Q0, Q1, K0, K1) for h in range(H))
-    pre["scores do not depend on the content (W_E and virtual coordinates meet zero rows of W_Q, W_K)"] = content_free
-    if block != 0:  # a later block sees the residual stream, not the embeddings: not analysed here
-        pre["the analysed block is the first"] = False
-        return LeakageReading(pre)
-    P = spec.W_pos
-    scale = Fraction(float(spec.attention_scale))
-    bQ0, bQ1 = base[prefix + "b_Q"], slope[prefix + "b_Q"]
-    bK0, bK1 = base[prefix + "b_K"], slope[prefix + "b_K"]
-    queries = [_poly_rows(P, Q0[h], Q1[h], bQ0[h], bQ1[h]) for h in range(H)]
-    keys = [_poly_rows(P, K0[h], K1[h], bK0[h], bK1[h]) for h in range(H)]
+    return pre, base, slope
 
-    n_virtual, n_user = len(construction.virtual_positions), construction.n_user_tokens
-    prompt = n_virtual + n_user
-    read_positions = [prompt - 1 + k for k in range(construction.response_length)]
+
+def _content_free(spec: TransformerSpec, base: dict, slope: dict, virtual_coords: np.ndarray) -> bool:
+    """Token embeddings and virtual-token coordinates meet only zero rows of W_Q and W_K (at
+    every T), so the scores depend on the positions alone."""
+    return all(not np.any(np.abs(spec.W_E) @ np.abs(W[h])) and not np.any(W[h][virtual_coords])
+               for W in (base["blocks.0.attn.W_Q"], slope["blocks.0.attn.W_Q"],
+                         base["blocks.0.attn.W_K"], slope["blocks.0.attn.W_K"])
+               for h in range(W.shape[0]))
+
+
+def _score_rows(spec: TransformerSpec, base: dict, slope: dict, read_positions: list[int]
+                ) -> tuple[dict[int, list[int]], dict[int, tuple[Poly, Poly, int]], bool]:
+    """For every read position i and head h: the attended key j*_h (largest score as T -> oo),
+    and the scores of the attended key and of the i others (causal: keys 0..i), exactly.
+    ``uniform``: every head has a unique attended key, its others share one score, and all
+    heads have the same gap."""
+    P, scale = spec.W_pos, Fraction(float(spec.attention_scale))
+    H = spec.blocks[0].attention.n_heads
+    name = "blocks.0.attn."
+    queries = [_poly_rows(P, base[name + "W_Q"][h], slope[name + "W_Q"][h], base[name + "b_Q"][h],
+                          slope[name + "b_Q"][h]) for h in range(H)]
+    keys = [_poly_rows(P, base[name + "W_K"][h], slope[name + "W_K"][h], base[name + "b_K"][h],
+                       slope[name + "b_K"][h]) for h in range(H)]
     attended: dict[int, list[int]] = {}
-    score_rows: dict[int, tuple[Poly, Poly, int]] = {}
+    rows: dict[int, tuple[Poly, Poly, int]] = {}
     uniform = True
     for i in read_positions:
         gaps, picks = set(), []
         for h in range(H):
             scores = [_score(queries[h][i], keys[h][j], scale) for j in range(i + 1)]
             order = sorted(range(i + 1), key=lambda j: scores[j][::-1], reverse=True)
-            top = order[0]
-            rest = {scores[j] for j in order[1:]}
+            top, rest = order[0], {scores[j] for j in order[1:]}
             unique = len(order) == 1 or scores[order[1]][::-1] < scores[top][::-1]
-            if not unique or len(rest) > 1:
-                uniform = False
+            uniform &= unique and len(rest) <= 1
             other = next(iter(rest)) if rest else (Fraction(0),) * 3
             gaps.add(tuple(a - b for a, b in zip(scores[top], other)))
             picks.append(top)
-            if h == 0:
-                score_rows[i] = (scores[top], other, i)
-        uniform = uniform and len(gaps) == 1
+            rows.setdefault(i, (scores[top], other, i))
+        uniform &= len(gaps) == 1
         attended[i] = picks
+    return attended, rows, uniform
+
+
+def read_leakage(build: Callable[[float], Construction], readout: str = "readout", offset: int = 0) -> LeakageReading:
+    """Read the leakage model of block 0 at the read positions off the weights (the comment
+    above). ``readout`` / ``offset``: the residual coordinate that is decoded after block 0."""
+    pre, base, slope = _structure(build)
+    if not all(pre.values()):
+        return LeakageReading(pre)
+    construction = build(1.0)
+    spec = construction.spec
+    lo_v, hi_v = _virtual_hull(construction)
+    virtual_coords = np.flatnonzero((lo_v != 0) | (hi_v != 0)) % spec.d_model
+    content_free = _content_free(spec, base, slope, virtual_coords)
+    pre["scores do not depend on the content (W_E and virtual coordinates meet zero rows of W_Q, W_K)"] = content_free
+    n_virtual = len(construction.virtual_positions)
+    prompt = n_virtual + construction.n_user_tokens
+    read_positions = [prompt - 1 + k for k in range(construction.response_length)]
+    attended, score_rows, uniform = _score_rows(spec, base, slope, read_positions)
     pre["each head attends one key per read position; the other keys share one score; the heads share the gap"] = uniform
     if not (content_free and uniform):
         return LeakageReading(pre)
 
-    net = _Network(spec, block, z, P, lo_v, hi_v, n_virtual, prompt)
+    net = _Network(spec, spec.subspace(readout).start + offset, lo_v, hi_v, n_virtual, prompt)
     users = construction.all_user_inputs()
-    decided, reads_target = True, True
+    decided = reads_target = searched = True
     reading = LeakageReading(pre)
     for i in read_positions:
         status, size = net.float_classes(i, users, attended[i])
@@ -361,22 +376,24 @@ def read_leakage(build: Callable[[float], Construction], readout: str = "readout
             reads_target = False
             continue
         found.search_gap = float(size.max()) - float(found.row.spread)
+        searched &= abs(found.search_gap) <= SEARCH_TOLERANCE
         reading.positions.append(found)
     pre["ReLU pattern decided at hard attention for every input"] = decided
     pre["at hard attention the readout is exactly the encoded answer"] = reads_target
+    pre[f"the float64 search's worst input, recomputed exactly, agrees to {SEARCH_TOLERANCE:g}"] = searched
     return reading
 
 
 class _Network:
-    """Block ``block``'s weights with the slots of every position, for ``read_leakage``: the
+    """Block 0's weights with the slots of every position, for ``read_leakage``: the
     ReLU pattern, the target and the shift per user input, in float64 (to find the worst input
     fast) and in exact rationals (for the worst one)."""
 
-    def __init__(self, spec: TransformerSpec, block: int, z: int, P: np.ndarray, lo_v: np.ndarray,
-                 hi_v: np.ndarray, n_virtual: int, prompt: int) -> None:
-        self.spec, self.z, self.P, self.lo_v, self.hi_v = spec, z, P, lo_v, hi_v
+    def __init__(self, spec: TransformerSpec, z: int, lo_v: np.ndarray, hi_v: np.ndarray, n_virtual: int,
+                 prompt: int) -> None:
+        self.spec, self.z, self.P, self.lo_v, self.hi_v = spec, z, spec.W_pos, lo_v, hi_v
         self.n_virtual, self.prompt = n_virtual, prompt
-        self.attn, self.mlp = spec.blocks[block].attention, spec.blocks[block].mlp
+        self.attn, self.mlp = spec.blocks[0].attention, spec.blocks[0].mlp
         attn, W_in = self.attn, self.mlp.W_in
         self.H = attn.n_heads
         self.VO = [attn.W_V[h] @ attn.W_O[h] for h in range(self.H)]
