@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from constructions.oymak.data import MixtureKnobs, digit_pools, digit_sequences, sample_mixture
-from constructions.oymak.models import MODEL_NAMES, AttentionModel, forward, lpa_forward, pa_forward, sa_forward
+from constructions.oymak.models import (MODEL_NAMES, AttentionModel, fit_logistic, fit_restarts, fit_restarts_adam, forward,
+                                        lpa_forward, pa_forward, param_shapes, restart_forward, sa_forward)
 from theorems import oymak as th
 from theorems._oymak_strategies import attention_params, mixture_knobs, token_batches
 
@@ -104,3 +105,43 @@ def test_digit_sequences():
     rel_digits = np.where(seq.y[:, None] > 0, 3, 8)
     assert (seq.digits[seq.R].reshape(20, 2) == rel_digits).all()
     assert not np.isin(seq.digits[~seq.R], (3, 8)).any()
+
+
+@settings(max_examples=20, deadline=None)
+@given(token_batches(), st.integers(1, 3), st.data())
+def test_restart_forward_equals_each_model(X, restarts, data):
+    params = [data.draw(attention_params(X.shape[-1])) for _ in range(restarts)]
+    for name in MODEL_NAMES:
+        keys = param_shapes(name, X.shape[-1])
+        stacked = {key: torch.as_tensor(np.stack([p[key] for p in params])) for key in keys}
+        with torch.no_grad():
+            batched = restart_forward(name, stacked, torch.as_tensor(X)).numpy()
+        for r, p in enumerate(params):
+            ref = forward(name, p, X)
+            assert np.abs(batched[r] - ref).max() <= PARITY_TOL * (1 + np.abs(ref).max())
+
+
+def test_batched_adam_restarts_follow_their_single_trajectories():
+    """Adam is elementwise: training restarts together gives each the trajectory it has alone."""
+    rng = np.random.default_rng(4)
+    kn = MixtureKnobs(T=5, k=2, d=4, Q=2.0)
+    s = sample_mixture(kn, 200, rng)
+    inits = [{"W": 0.3 * rng.standard_normal((4, 4)), "v": 0.3 * rng.standard_normal(4)} for _ in range(3)]
+    together = fit_restarts_adam("SA", s.X, s.y, inits, 40, 0.05)
+    for init, got in zip(inits, together):
+        model = AttentionModel("SA", kn.d, init=init)
+        fit_logistic(model, s.X, s.y, 40, 0.05)
+        alone = model.numpy_params()
+        assert all(np.abs(alone[key] - got[key]).max() <= 1e-9 for key in alone)
+
+
+def test_lbfgs_restarts_reach_stationary_points():
+    """Each restart of the joint L-BFGS ends where its own loss gradient is ~0 (separable sum)."""
+    rng = np.random.default_rng(5)
+    kn = MixtureKnobs(T=6, k=2, d=3, Q=2.0)
+    s = sample_mixture(kn, 400, rng)
+    inits = [{"p": 0.1 * rng.standard_normal(3), "v": 0.1 * rng.standard_normal(3)} for _ in range(3)]
+    for params in fit_restarts("PA", s.X, s.y, inits, 200):
+        model = AttentionModel("PA", kn.d, init=params)
+        torch.nn.functional.softplus(-torch.as_tensor(s.y) * model(torch.as_tensor(s.X))).mean().backward()
+        assert max(float(model.p.grad.abs().max()), float(model.v.grad.abs().max())) <= 1e-6

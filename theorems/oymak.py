@@ -191,6 +191,23 @@ def uniform_bayes_error(T: int, k: int, M: float, sigma: float, c: float) -> flo
     return float(norm.sf(abs(k - (T - k) * c) * M / (sigma * np.sqrt(T))))
 
 
+def uniform_head_error(T: int, k: int, M: float, sigma: float, c: float, cos_angle: float) -> float:
+    """Exact error of uniform attention with a unit head v at angle theta from the Bayes head
+    sign(b) mu/M, rotated away from mu inside the noise directions (v orthogonal to q):
+    v . xbar | y ~ N(y |b| M cos(theta), sigma^2 / T), so the error is
+    Q_G(|k - (T - k) c| M cos(theta) / (sigma sqrt(T))); cos(theta) = 1 is ``uniform_bayes_error``."""
+    return float(norm.sf(abs(k - (T - k) * c) * M * cos_angle / (sigma * np.sqrt(T))))
+
+
+def uniform_log_odds_scale(T: int, k: int, M: float, sigma: float, c: float) -> float:
+    """The head v = s mu/M with s = 2 |b| M T / sigma^2 (b = (k - (T - k) c)/T) makes v . xbar the
+    exact log-odds log P(y = sign(b) | xbar) / P(y = -sign(b) | xbar): the class-conditional laws
+    of mu_hat . xbar are N(+-b M, sigma^2/T) and the other coordinates of xbar do not depend on y.
+    So it is the population minimiser of the logistic loss within uniform attention."""
+    b = (k - (T - k) * c) / T
+    return float(2 * abs(b) * M * T / sigma ** 2)
+
+
 def hard_selection_relevant_probability(T: int, k: int, Q: float, sigma: float, rho: float) -> float:
     """P(argmax_t q^T x_t is relevant). Scores / (sigma Q): a + g (relevant), rho a + g
     (irrelevant), a = Q / sigma, g ~ N(0, 1) i.i.d.:
@@ -275,6 +292,34 @@ def gd_prompt_alignment_constant(T: int, k: int, d: int, Q: float, M: float, sig
     k_v1 = (a ** 2 * Q ** 2 + sigma ** 2 / T) / (b ** 2 * M ** 2)
     return {"K": k_perp + k_class + k_v1, "K_perp": k_perp, "K_class": k_class, "K_v1": k_v1,
             "slope_in_d": k_perp / (d - 2)}
+
+
+def gd_oracle_ratio_limit(T: int, k: int, M: float, sigma: float, c: float = 0.0, rho: float = 0.0) -> float:
+    """kappa_inf: the d -> infinity limit of GD's sample complexity (both batches, N = 2n
+    sequences) over the oracle's, at equal alignment error eps:
+        N_GD(eps) = 2 K(d) / eps,  N*(eps) = (d - 1) sigma^2 / (k Q^2 eps),
+        kappa_inf = lim 2 K(d) / ((d - 1) sigma^2 / (k Q^2)) = 2 slope_in_d k Q^2 / sigma^2
+                  = 2 zeta (sigma^2 (1 - 1/T) + tau_mu M^2) / (gamma^2 M^2),
+    which depends on neither d, n, eps nor Q (``gd_prompt_alignment_constant``'s K_perp slope)."""
+    co = first_step_coefficients(T, k, c, rho)
+    return float(2 * (k / T) * (sigma ** 2 * (1 - 1 / T) + co["tau_mu"] * M ** 2) / (co["gamma"] ** 2 * M ** 2))
+
+
+def relevance_agnostic_worst_ratio(T: int, k: int) -> float:
+    """The price of not knowing R, in the worst case: T / k = 1 / zeta (per-dimension sample cost of
+    estimating the direction of q, over the oracle's sigma^2 / (k Q^2)), for c = rho = 0.
+    (i) Lower side of the information: pi_t = P(t in R | X, y) sums to k over the T tokens, so by
+        Cauchy-Schwarz J = E sum_t pi_t^2 >= k^2 / T, i.e. the information bound's per-dimension
+        cost sigma^2 / (J Q^2) is at most (T / k) sigma^2 / (k Q^2), with equality when the tokens
+        say nothing about R (J = k^2/T: pi_t = k/T).
+    (ii) It is attained without knowing R: the mean token xbar = zeta q + N(0, sigma^2/T I) per
+        sequence, whose average over N sequences has direction error (d - 1) sigma^2 / (T zeta^2 Q^2 N)
+        = (T / k) (d - 1) sigma^2 / (k Q^2 N) to leading order.
+    So a learner that does not know R and is within this factor of the oracle is as good as the
+    least informative R-agnostic data permit; GD, which spends two batches, is held to twice it."""
+    if not (isinstance(T, int) and isinstance(k, int) and 1 <= k <= T):
+        raise ValueError(f"need integers 1 <= k <= T, got k={k!r}, T={T!r}")
+    return T / k
 
 
 def oracle_direction_risk(N: int, k: int, d: int, Q: float, sigma: float, nodes: int = 80) -> float:

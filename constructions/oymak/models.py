@@ -16,12 +16,27 @@ parity test ties the two.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from constructions.torch_threads import torch_threads
 
 MODEL_NAMES = ("PA", "SA", "SAq", "LPA", "UNIF")
+
+
+def param_shapes(name: str, d: int) -> dict[str, tuple[int, ...]]:
+    """The learned parameters of each model and their shapes: v (d,) always; p (d,) for PA and
+    LPA; W (d, d) for SA and SAq."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+    shapes: dict[str, tuple[int, ...]] = {"v": (d,)}
+    if name in ("PA", "LPA"):
+        shapes["p"] = (d,)
+    if name in ("SA", "SAq"):
+        shapes["W"] = (d, d)
+    return shapes
 
 
 # --- numpy ----------------------------------------------------------------------------------------
@@ -68,14 +83,15 @@ def lpa_forward(X: np.ndarray, p: np.ndarray, v: np.ndarray, W: np.ndarray | Non
 
 def sa_forward(X: np.ndarray, W: np.ndarray, v: np.ndarray) -> np.ndarray:
     """f_SA(X) = (1/T) sum_i sum_j s_ij x_j . v with s_i = softmax_j(x_i^T W x_j), shape (n,)."""
-    scores = np.einsum("nid,de,nje->nij", X, W, X)  # (n, T, T)
-    out = np.einsum("nij,nj->ni", softmax(scores, axis=-1), X @ v)
+    scores = (X @ W) @ X.transpose(0, 2, 1)  # (n, T, T): x_i^T W x_j
+    out = (softmax(scores, axis=-1) @ (X @ v)[:, :, None])[:, :, 0]
     return out.mean(axis=1)
 
 
 def saq_forward(X: np.ndarray, W: np.ndarray, v: np.ndarray) -> np.ndarray:
     """f_SAq(X) = v^T X^T s(X W x_1): the first token is the query, shape (n,)."""
-    scores = np.einsum("ntd,de,ne->nt", X, W, X[:, 0, :])
+    scores = X @ W @ X[:, 0, :, None]  # (n, T, 1): x_t^T W x_1
+    scores = scores[:, :, 0]
     return np.einsum("nt,nt->n", softmax(scores, axis=-1), X @ v)
 
 
@@ -112,12 +128,7 @@ class AttentionModel(torch.nn.Module):
             raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
         self.name = name
         init = init or {}
-        shapes = {"v": (d,)}
-        if name in ("PA", "LPA"):
-            shapes["p"] = (d,)
-        if name in ("SA", "SAq"):
-            shapes["W"] = (d, d)
-        for key, shape in shapes.items():
+        for key, shape in param_shapes(name, d).items():
             if key in init:
                 value = torch.as_tensor(np.asarray(init[key], dtype=np.float64).reshape(shape))
             else:
@@ -183,3 +194,96 @@ def fit_logistic(model: AttentionModel, X: np.ndarray, y: np.ndarray, steps: int
             opt.step()
             losses.append(float(loss.detach()))
     return losses
+
+
+# --- many restarts at once (one tensor program, a leading restart axis) ----------------------------
+
+def restart_forward(name: str, params: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """f of R parameter settings at once: params with a leading restart axis (p, v: (R, d);
+    W: (R, d, d)), X (n, T, d) -> f (R, n). The same formulas as ``AttentionModel.forward``,
+    written as (n T, d) x (d, .) products so that forward and backward are plain matrix products."""
+    n, T, d = X.shape
+    flat = X.reshape(n * T, d)
+
+    def project(a: torch.Tensor) -> torch.Tensor:  # (R, d) -> x_t . a_r, (R, n, T)
+        return (flat @ a.T).T.reshape(-1, n, T)
+
+    if name == "UNIF":
+        return (X.mean(dim=1) @ params["v"].T).T
+    Xv = project(params["v"])
+    if name == "PA":
+        return (torch.softmax(project(params["p"]), dim=-1) * Xv).sum(dim=-1)
+    if name == "LPA":
+        return (project(params["p"]) * Xv).mean(dim=-1)
+    if name == "SA":
+        XW = torch.matmul(flat, params["W"]).reshape(-1, n, T, d)  # x_i^T W, (R, n, T, d)
+        s = torch.softmax(torch.einsum("rnid,njd->rnij", XW, X), dim=-1)  # (R, n, T, T)
+        return torch.einsum("rnij,rnj->rn", s, Xv) / T
+    if name == "SAq":
+        keys = torch.matmul(X[:, 0, :], params["W"].transpose(1, 2))  # W x_1, (R, n, d)
+        s = torch.softmax(torch.einsum("ntd,rnd->rnt", X, keys), dim=-1)
+        return (s * Xv).sum(dim=-1)
+    raise ValueError(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
+
+
+def _restart_parameters(name: str, inits: Sequence[dict[str, np.ndarray]], d: int) -> dict[str, torch.nn.Parameter]:
+    """Stack the initialisations along a leading restart axis (float64 parameters)."""
+    if not inits:
+        raise ValueError("need at least one initialisation")
+    return {key: torch.nn.Parameter(torch.as_tensor(np.stack([np.asarray(i[key], dtype=np.float64).reshape(shape)
+                                                               for i in inits])).clone())
+            for key, shape in param_shapes(name, d).items()}
+
+
+def _restart_loss(name: str, params: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """sum_r mean_i log(1 + exp(-y_i f(X_i; theta_r))): separable over the restarts r."""
+    return torch.nn.functional.softplus(-y * restart_forward(name, params, X)).mean(dim=-1).sum()
+
+
+def _unstack(params: dict[str, torch.Tensor], count: int) -> list[dict[str, np.ndarray]]:
+    return [{key: value[r].detach().numpy().copy() for key, value in params.items()} for r in range(count)]
+
+
+def fit_restarts(name: str, X: np.ndarray, y: np.ndarray, inits: Sequence[dict[str, np.ndarray]],
+                 iterations: int) -> list[dict[str, np.ndarray]]:
+    """Train every initialisation in ``inits`` at once: full-batch L-BFGS (strong Wolfe line
+    search, ``iterations`` iterations, at most 1.25 x as many loss evaluations) on
+
+        L(theta_1..theta_R) = sum_r mean_i log(1 + exp(-y_i f(X_i; theta_r))).
+
+    The restarts do not interact except through the shared line search: the sum is separable, so a
+    minimiser of L is a minimiser of every restart's own loss. Unregularised: meant for noisy data
+    that no model separates (on separable data the norms grow and it overfits; use
+    ``fit_restarts_adam``). Deterministic (one torch thread). Returns one float64 parameter dict
+    per initialisation, in order."""
+    params = _restart_parameters(name, inits, X.shape[-1])
+    Xt, yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    opt = torch.optim.LBFGS(list(params.values()), lr=1.0, max_iter=iterations, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = _restart_loss(name, params, Xt, yt)
+        loss.backward()
+        return loss
+
+    with single_thread():
+        opt.step(closure)
+    return _unstack(params, len(inits))
+
+
+def fit_restarts_adam(name: str, X: np.ndarray, y: np.ndarray, inits: Sequence[dict[str, np.ndarray]],
+                      steps: int, lr: float) -> list[dict[str, np.ndarray]]:
+    """Train every initialisation at once by full-batch Adam (``steps`` steps at rate ``lr``) on
+    the same separable sum: Adam's update is elementwise, so each restart follows exactly the
+    trajectory ``fit_logistic`` gives it alone (up to rounding). A fixed, short budget is an
+    implicit regulariser (early stopping), which matters on data a model can separate."""
+    params = _restart_parameters(name, inits, X.shape[-1])
+    Xt, yt = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    opt = torch.optim.Adam(list(params.values()), lr=lr)
+    with single_thread():
+        for _ in range(steps):
+            opt.zero_grad()
+            _restart_loss(name, params, Xt, yt).backward()
+            opt.step()
+    return _unstack(params, len(inits))
