@@ -186,7 +186,7 @@ def row_threshold_value(row: ScoreRow, vocab_size: int) -> float | None:
         coefficients.pop(0)
     if len(coefficients) < 2:
         return None
-    roots = [r.real for r in np.roots(coefficients) if abs(r.imag) < 1e-12]
+    roots = [float(r.real) for r in np.roots(coefficients) if abs(r.imag) < 1e-12]
     return max(roots) if roots else None
 
 

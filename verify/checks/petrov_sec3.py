@@ -579,7 +579,7 @@ def grid_readout_matches(spec: TransformerSpec, readout: int) -> bool:
 def leak_at(row: ScoreRow, T: float) -> float:
     """l(T) = m e^{s_o} / (e^{s*} + m e^{s_o}) in float64."""
     gap = sum(float(a - b) * T**k for k, (a, b) in enumerate(zip(row.attended, row.other)))
-    return row.others / (np.exp(gap) + row.others)
+    return float(row.others / (np.exp(gap) + row.others))
 
 
 def worst_input_at(spec: TransformerSpec, found: PositionReading, readout: int, T: float) -> dict[str, Any]:
@@ -623,7 +623,7 @@ def construction_threshold(name: str, build: Callable[[float | None], Constructi
             at = worst_input_at(build(derived["T*_value"]).spec, binding, readout, derived["T*_value"])
             steps["weights: at T*, the worst input keeps the hard-attention ReLU pattern"] = at["pattern_kept"]
             steps[f"weights: at T*, the forward pass shifts the worst input's readout by l(T*)(kappa + lambda t) "
-                  f"(to {SHIFT_TOLERANCE:g})"] = at["difference"] <= SHIFT_TOLERANCE
+                  f"(to {SHIFT_TOLERANCE:g})"] = bool(at["difference"] <= SHIFT_TOLERANCE)
             steps["weights: that shift is the readout tolerance 1/(2V)"] = bool(
                 abs(abs(at["predicted"]) - 1 / (2 * V)) <= SHIFT_TOLERANCE)
             weights["worst_input"] = {
