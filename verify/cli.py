@@ -119,6 +119,13 @@ def build_parser() -> Parser:
                          help="audit only this experiment's runs: " + " | ".join(EXPERIMENTS))
     p_audit.add_argument("--scale", choices=SCALES, default="cpu", help="ci | cpu (default) | paper")
     p_audit.add_argument("--json", type=Path, metavar="FILE", help="also write the audit as JSON")
+
+    p_mut = sub.add_parser("mutants", help="apply seeded mutants to the constructions, forward pass, theorems and "
+                                           "checks' inputs; print the mutation score and every survivor")
+    p_mut.add_argument("--subset", choices=("fast", "all"), default="all",
+                       help="fast: the subset the tests run | all (default)")
+    p_mut.add_argument("--seed", type=_seed, default=0, help="seed of the claims and of the mutants' choices")
+    p_mut.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     return parser
 
 
@@ -348,6 +355,40 @@ def cmd_audit_records(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if all_reproduce(rows) else EXIT_FAILED
 
 
+def cmd_mutants(args: argparse.Namespace, console: Console) -> int:
+    """Resolve every mutant first (a missing target is bad input, exit 2), then run, table, score."""
+    from rich.table import Table
+
+    from verify.mutants import EQUIVALENT, MutantError, run_mutants, select
+    from verify.report import write_json_atomically
+
+    _check_output_path(args.json)
+    chosen = select(args.subset)
+    try:
+        for m in chosen:
+            m.resolve()
+    except MutantError as exc:
+        raise UsageError(f"mutants: {exc}") from None
+    err = Console(stderr=True)
+    report = run_mutants(chosen, args.seed, args.subset, log=lambda line: err.print(line, highlight=False))
+    table = Table(title=f"mutants ({args.subset}, seed {args.seed})")
+    for column in ("mutant", "kind", "claims", "status", "caught by / why not"):
+        table.add_column(column, overflow="fold")
+    for r in report.results:
+        style = "green" if r.status == "refuted" else "bold red"
+        claims = ", ".join(f"{c}={s}" for c, s in r.claims.items()) or ", ".join(r.mutant.claims)
+        table.add_row(r.mutant.name, r.mutant.kind, claims, f"[{style}]{r.status}[/]", r.why)
+    console.print(table)
+    console.print(f"mutation score: {report.refuted}/{len(report.results)} refuted", highlight=False)
+    for r in report.survivors:
+        note = f" [equivalent: {EQUIVALENT[r.mutant.name]}]" if r.mutant.name in EQUIVALENT else ""
+        console.print(f"survivor: {r.mutant.name} ({r.mutant.target}): {r.mutant.description}; {r.why}{note}",
+                      highlight=False)
+    if args.json is not None:
+        write_json_atomically(report.to_json(), args.json)
+    return EXIT_OK if not report.survivors else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
@@ -370,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_experiments(args, console)
         if args.command == "audit-records":
             return cmd_audit_records(args, console)
+        if args.command == "mutants":
+            return cmd_mutants(args, console)
         raise UsageError(f"unknown command {args.command!r}")
     except PromptproofError as exc:
         print(f"verify: error: {exc}", file=sys.stderr)
