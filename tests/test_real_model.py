@@ -18,7 +18,8 @@ import pytest
 from cli_helpers import assert_usage_error, cli, cli_subprocess
 
 from theorems.claims import claim
-from verify.registry import Context, run_claim
+from verify.protocol import Rung, Skipped
+from verify.registry import CHECKS, CONTROLS, Context, run_claim
 
 REAL_ID = "petrov.sec4.real-model"
 SHIFT_ID = "petrov.sec6.cross-layer-attention-shift"
@@ -165,8 +166,11 @@ def test_claims_pass_on_tiny_gpt2_and_controls_are_refuted(tiny_gpt2):
     for claim_id in (REAL_ID, SHIFT_ID):
         result = run_claim(claim(claim_id), context)
         assert result.status == "pass", result.evidence
-        assert result.control and all(c["refuted"] for c in result.control.values())
+        assert result.rung == Rung.MEASURED.value
+        assert set(result.control) == set(CONTROLS[claim_id])
+        assert all(c["refuted"] and c["could_fail_because"].endswith("would stand") for c in result.control.values())
         assert "summary" in result.evidence and "\n" not in result.evidence["summary"]
+        assert " > 1e-" not in result.evidence["summary"]  # every tolerance comparison printed as met
         json.dumps(result.to_json())
 
 
@@ -177,6 +181,17 @@ def test_a_control_that_is_not_wrong_enough_fails_the_claim(tiny_gpt2, monkeypat
     result = run_claim(claim(REAL_ID), Context(seed=0, model_dir=tiny_gpt2))
     assert result.status == "fail"
     assert not any(c["refuted"] for c in result.control.values())
+    assert all("not refuted" in reason for reason in result.reasons) and len(result.reasons) == len(result.control)
+
+
+def test_a_tolerance_below_rounding_fails_and_the_summary_prints_the_true_comparator(tiny_gpt2, monkeypatch):
+    from verify.real_model import tolerances
+
+    monkeypatch.setattr(tolerances, "FLOAT32", 1e-30)
+    monkeypatch.setattr(tolerances, "BY_DTYPE", {"float64": tolerances.FLOAT64, "float32": 1e-30})
+    result = run_claim(claim(REAL_ID), Context(seed=0, model_dir=tiny_gpt2))
+    assert result.status == "fail"
+    assert "> 1e-30" in result.evidence["summary"] and "failing:" in result.evidence["summary"]
 
 
 # --- the CLI ------------------------------------------------------------------------------------
@@ -280,11 +295,14 @@ def test_cli_missing_directory_as_a_user_sees_it(tmp_path):
 
 
 # --- the optional extra is absent (simulated: importing peft fails) -----------------------------
-def test_without_the_extra_the_claims_are_skipped_with_the_reason(monkeypatch):
-    monkeypatch.setitem(sys.modules, "peft", None)
+@pytest.mark.parametrize("module", ["peft", "transformers"])
+def test_without_the_extra_the_claims_are_skipped_with_the_reason(monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)
     for claim_id in (REAL_ID, SHIFT_ID):
+        returned = CHECKS[claim_id](Context(seed=0))
+        assert isinstance(returned, Skipped) and module in returned.reason
         result = run_claim(claim(claim_id), Context(seed=0))
-        assert result.status == "skipped"
+        assert result.status == "skipped" and result.rung is None
         assert "promptproof[real]" in result.evidence["reason"]
 
 

@@ -18,19 +18,23 @@ petrov.sec4.real-model: every head of layer 0 obeys, in the form that holds for 
 petrov.sec6.cross-layer-attention-shift: per layer, the change of the renormalised content
   attention is rounding at layer 0 and clearly nonzero deeper, and a layer fed the prefix run's
   inputs without the prefix reproduces the prefix run's content attention at every layer.
-  Controls: that mechanism fed the previous layer's inputs; fed the no-prefix inputs; layer 0
-  against the unshifted reference.
+  Controls: that mechanism fed the previous layer's inputs; layer 0 against the unshifted
+  reference. (The former control "mechanism fed the no-prefix inputs" measured the same
+  quantity as the pass condition's "deeper layers change", scaled by 1 - alpha: implied by the
+  pass condition, so it was dropped.)
+Both are measurements on one pretrained model against stated tolerances: ``Evidence.rung`` is
+MEASURED.
 
 Imports of torch / transformers / peft happen inside the checks: without the optional extra
-promptproof[real] both claims are reported as skipped with the reason.
+promptproof[real] (or under --quick) both claims return ``Skipped`` with the reason.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from verify.protocol import Control, Evidence, Finding, Rung, Skipped, compare
 from verify.registry import Context, check
-from verify.result import Outcome
 
 REAL_ID = "petrov.sec4.real-model"
 SHIFT_ID = "petrov.sec6.cross-layer-attention-shift"
@@ -56,29 +60,33 @@ def shared_suite(context: Context) -> tuple[Any, str | None]:
     return run_suite(context.model_dir or default_model_dir(), seed), None
 
 
-def _skipped(reason: str) -> Outcome:
-    return Outcome(False, {"summary": reason}, {}, False, skipped_reason=reason)
+REAL_CONTROLS = ("no_scaling_factor", "bias_dropped", "unshifted_positions", "uniform_prefix_weights")
+SHIFT_CONTROLS = ("previous_layer_inputs", "layer0_unshifted_positions")
 
 
-def _control(variant: str, per_kind: dict[str, float | None], minimum: float) -> dict[str, Any]:
-    """Refuted when the wrong variant's worst deviation is >= ``minimum`` for every prefix."""
+def _control(name: str, variant: str, per_kind: dict[str, float | None], minimum: float,
+             could_fail_because: str) -> Control:
+    """Refuted when the wrong variant's worst deviation (float64) is >= ``minimum`` for every
+    prefix it applies to (and it applies to at least one)."""
     applicable = {k: v for k, v in per_kind.items() if v is not None}
-    return {"variant": variant, "dtype": "float64", "worst_abs_error": applicable,
-            "refuted_when_at_least": minimum,
-            "refuted": bool(applicable) and all(v >= minimum for v in applicable.values())}
+    return Control(name, variant,
+                   f"worst |deviation| of the wrong variant >= {minimum:g} (float64) for every prefix it applies to",
+                   {"worst_abs_error": applicable, "dtype": "float64"},
+                   bool(applicable) and all(v >= minimum for v in applicable.values()), could_fail_because)
 
 
-@check(REAL_ID)
-def real_model(context: Context) -> Outcome:
+@check(REAL_ID, controls=REAL_CONTROLS)
+def real_model(context: Context) -> Finding | Skipped:
     result, reason = shared_suite(context)
     if result is None:
-        return _skipped(reason)
+        return Skipped(reason)
     from verify.real_model import tolerances
 
     model = result.model
     kinds = result.kinds
     per_kind: dict[str, Any] = {}
     holds = True
+    failed: list[str] = []  # "prefix/dtype: condition" for every condition that does not hold
     worst = {dtype: dict.fromkeys(IDENTITIES, 0.0) for dtype in tolerances.BY_DTYPE}
     for kind in kinds:
         entry: dict[str, Any] = {"origin": kind.origin, "n_S": kind.n_prefix}
@@ -88,6 +96,8 @@ def real_model(context: Context) -> Outcome:
             checks = {**values, "embedding_vs_shifted_reference": z.embedding_vs_shifted_reference,
                       "pad_key_weight": z.pad_key_weight, "future_key_weight": z.future_key_weight}
             ok = all(v <= tol for v in checks.values()) and z.max_alpha <= 1
+            failed += [f"{kind.name}/{dtype}: {name}" for name, v in checks.items() if not v <= tol]
+            failed += [f"{kind.name}/{dtype}: max_alpha > 1"] if z.max_alpha > 1 else []
             holds = holds and ok
             entry[dtype] = {**checks, "holds": ok}
             for name in IDENTITIES:
@@ -96,6 +106,7 @@ def real_model(context: Context) -> Outcome:
         entry["alpha"] = {"min": z64.min_alpha, "mean": z64.alpha_sum / z64.alpha_count, "max": z64.max_alpha}
         rank = kind.bias_rank
         rank_ok = rank["rank"] <= rank["bound_heads_times_n_S"]
+        failed += [] if rank_ok else [f"{kind.name}: output-bias rank {rank['rank']} > H n_S"]
         holds = holds and rank_ok
         entry["output_bias_rank"] = {**rank, "holds": rank_ok}
         per_kind[kind.name] = entry
@@ -103,31 +114,38 @@ def real_model(context: Context) -> Outcome:
     z = {k.name: k.layer_zero["float64"] for k in kinds}
     unshifted = {n: max(v.unshifted_content_scaling, v.unshifted_output_bias) for n, v in z.items()}
     minimum = tolerances.CONTROL_MIN_ERROR
-    control = {
-        "no_scaling_factor": _control("A^pt_{i,n_S+j} = A_ij (no (1 - alpha_i) factor)",
-                                      {n: v.no_scaling_factor for n, v in z.items()}, minimum),
-        "bias_dropped": _control("t^pt_i = (1 - alpha_i) t_i (prefix values dropped)",
-                                 {n: v.bias_dropped for n, v in z.items()}, minimum),
-        "unshifted_positions": _control(
-            "reference run at the clean theory's positions 0..p-1 (both identities, worst of the two)",
-            unshifted, minimum),
-        "uniform_prefix_weights": _control(
-            "bias = alpha_i * mean_k v_k (uniform instead of A^pt_{i,s_k}; n_S > 1 only)",
-            {k.name: (k.layer_zero["float64"].uniform_prefix_weights if k.n_prefix > 1 else None) for k in kinds},
-            minimum),
-    }
-    refuted = all(c["refuted"] for c in control.values())
+    controls = (
+        _control("no_scaling_factor", "A^pt_{i,n_S+j} = A_ij (no (1 - alpha_i) factor)",
+                 {n: v.no_scaling_factor for n, v in z.items()}, minimum,
+                 "given the identity, this variant's deviation is alpha_i A_ij: a prefix that draws negligible "
+                 "attention in layer 0 would make it indistinguishable and the control would stand"),
+        _control("bias_dropped", "t^pt_i = (1 - alpha_i) t_i (prefix values dropped)",
+                 {n: v.bias_dropped for n, v in z.items()}, minimum,
+                 "given the identity, this variant's deviation is |sum_k A^pt_{i,s_k} v_k|: negligible prefix "
+                 "attention or near-zero stored values would hide it and the control would stand"),
+        _control("unshifted_positions",
+                 "reference run at the clean theory's positions 0..p-1 (both identities, worst of the two)",
+                 unshifted, minimum,
+                 "this depends on the library and the model: a model without absolute position embeddings, or a "
+                 "library that did not renumber the content after the prefix, would give the same layer-0 inputs "
+                 "at 0..p-1 and the control would stand"),
+        _control("uniform_prefix_weights",
+                 "bias = alpha_i * mean_k v_k (uniform instead of A^pt_{i,s_k}; n_S > 1 only)",
+                 {k.name: (k.layer_zero["float64"].uniform_prefix_weights if k.n_prefix > 1 else None) for k in kinds},
+                 minimum,
+                 "if the queries spread their prefix attention evenly over the n_S positions, or the stored values "
+                 "were nearly equal, the uniform mix would match and the control would stand"),
+    )
     first = kinds[0].layer_zero["float64"]
     positions = ("padding_idx + n_S + 1, padding_idx + n_S + 2, ... (not padding_idx + 1, ...)"
                  if model["model_type"] == "roberta" else "n_S, n_S + 1, ... (not 0, 1, ...)")
     causal = model["attention"] == "causal"
+    worst64, worst32 = max(worst["float64"].values()), max(worst["float32"].values())
     summary = (f"{model['model_type']} ({model['layers']} layers x {model['heads']} heads), layer 0, all heads, "
                f"{result.data['sentences']} sentences, {len(kinds)} peft prefixes: worst |dev| float64 "
-               f"{max(worst['float64'].values()):.1e} (tol {tolerances.FLOAT64:g}), float32 "
-               f"{max(worst['float32'].values()):.1e} (tol {tolerances.FLOAT32:g}); reference at shifted "
-               f"positions; {sum(c['refuted'] for c in control.values())}/{len(control)} controls refuted")
-    evidence = {
-        "summary": summary,
+               f"{compare(worst64, tolerances.FLOAT64)}, float32 {compare(worst32, tolerances.FLOAT32)}; "
+               f"reference at shifted positions" + (f"; failing: {', '.join(failed)}" if failed else ""))
+    details = {
         "model": model,
         "data": result.data,
         "statements": {
@@ -172,17 +190,18 @@ def real_model(context: Context) -> Outcome:
                               "leaves >= 3 orders of margin; float32: DESIGN.md's 1e-5 for float32 real models"},
         "worst": worst,
         "prefixes": per_kind,
+        "failing_conditions": failed,
         "training": result.training,
         "seconds_shared_with_sec6": result.seconds,
     }
-    return Outcome(holds, evidence, control, refuted)
+    return Finding(Evidence(holds, summary, Rung.MEASURED, details), controls)
 
 
-@check(SHIFT_ID)
-def cross_layer_attention_shift(context: Context) -> Outcome:
+@check(SHIFT_ID, controls=SHIFT_CONTROLS)
+def cross_layer_attention_shift(context: Context) -> Finding | Skipped:
     result, reason = shared_suite(context)
     if result is None:
-        return _skipped(reason)
+        return Skipped(reason)
     from verify.real_model import tolerances
 
     n_layers = result.model["layers"]
@@ -215,26 +234,31 @@ def cross_layer_attention_shift(context: Context) -> Outcome:
 
     minimum = tolerances.CONTROL_MIN_ERROR
     shifts = {k.name: k.shift["float64"] for k in result.kinds}
-    control = {
-        "previous_layer_inputs": _control(
-            "mechanism check with layer l fed the prefix run's layer l-1 inputs (worst over l >= 1)",
-            {n: max((v for v in s.patched_with_previous_layer_inputs if v is not None), default=None)
-             for n, s in shifts.items()}, minimum),
-        "no_prefix_inputs": _control(
-            "mechanism check with layer l fed the no-prefix run's inputs (worst over l >= 1)",
-            {n: max(s.scaled_shift[1:], default=None) for n, s in shifts.items()}, minimum),
-        "layer0_unshifted_positions": _control(
-            "layer-0 shift against the reference at the clean theory's positions 0..p-1",
-            {n: s.layer0_vs_unshifted_reference for n, s in shifts.items()}, minimum),
-    }
-    refuted = all(c["refuted"] for c in control.values())
-    summary = (f"{result.model['model_type']}: relative content attention changes by "
-               f"{worst_layer0['float64']:.1e} (float64, tol {tolerances.FLOAT64:g}) / "
-               f"{worst_layer0['float32']:.1e} (float32, tol {tolerances.FLOAT32:g}) at layer 0 and up to "
-               f"{deepest[0]:.3g} deeper (layer {deepest[2]}, {deepest[1]}); a layer fed the prefix run's "
-               f"inputs reproduces it to {worst_mechanism['float64']:.1e} / {worst_mechanism['float32']:.1e}")
-    evidence = {
-        "summary": summary,
+    controls = (
+        _control("previous_layer_inputs",
+                 "mechanism check with layer l fed the prefix run's layer l-1 inputs (worst over l >= 1)",
+                 {n: max((v for v in s.patched_with_previous_layer_inputs if v is not None), default=None)
+                  for n, s in shifts.items()}, minimum,
+                 "the mechanism check compares the prefix run with a patched run; if consecutive layers' inputs "
+                 "were nearly equal (a near-identity residual stream) or the comparison ignored which inputs "
+                 "were patched in, the wrong inputs would reproduce the attention too and the control would stand"),
+        _control("layer0_unshifted_positions",
+                 "layer-0 shift against the reference at the clean theory's positions 0..p-1",
+                 {n: s.layer0_vs_unshifted_reference for n, s in shifts.items()}, minimum,
+                 "with no absolute position embeddings (or a library that kept the content at 0..p-1) the "
+                 "unshifted reference would agree at layer 0 and the control would stand"),
+    )
+    deeper_all = [max(k.shift["float64"].shift_max[1:], default=0.0) for k in result.kinds]
+    least_deeper = min(deeper_all) if deeper_all else 0.0
+    summary = (f"{result.model['model_type']}: relative content attention change at layer 0 "
+               f"{compare(worst_layer0['float64'], tolerances.FLOAT64)} (float64) / "
+               f"{compare(worst_layer0['float32'], tolerances.FLOAT32)} (float32); deeper, least over prefixes "
+               f"{compare(least_deeper, tolerances.CLEAR_SHIFT, below=False)} (max {deepest[0]:.3g}, layer "
+               f"{deepest[2]}, {deepest[1]}); a layer fed the prefix run's inputs reproduces it to "
+               f"{compare(worst_mechanism['float64'], tolerances.FLOAT64)} / "
+               f"{compare(worst_mechanism['float32'], tolerances.FLOAT32)}"
+               + ("" if n_layers >= 2 else f"; the model has {n_layers} layer (the claim needs >= 2)"))
+    details = {
         "model": result.model,
         "data": result.data,
         "measure": {
@@ -261,4 +285,4 @@ def cross_layer_attention_shift(context: Context) -> Outcome:
                         "layers": result.maps.layers},
         "seconds_shared_with_real_model": result.seconds,
     }
-    return Outcome(holds, evidence, control, refuted)
+    return Finding(Evidence(holds, summary, Rung.MEASURED, details), controls)
