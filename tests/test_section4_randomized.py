@@ -119,3 +119,21 @@ def test_random_layer_weights_have_the_documented_shapes():
     assert w["W_Q"].shape == (3, 6, 2) and w["W_O"].shape == (3, 2, 6) and w["b_V"].shape == (3, 2)
     assert w["W_in"].shape == (6, 5) and w["ln1_w"].shape == w["ln2_b"].shape == (6,)
     assert np.all(random_layer_weights(np.random.default_rng(0), 6, 1, 2, biases=False)["b_Q"] == 0)
+
+
+def test_the_controls_can_stand_while_the_identities_hold():
+    """The controls are not implied by the pass condition: a prefix that draws almost no attention
+    (every query is the same vector q0, the prefix key is -100 q0 / |q0|^2, so alpha ~ e^-50)
+    satisfies the identities exactly, yet dropping the (1 - alpha) factor or the bias term is then
+    invisible -- those controls would stand on such instances."""
+    rng = np.random.default_rng(2)
+    weights = random_layer_weights(rng, D_MODEL, 1, 4, True, None)
+    weights["W_Q"] = np.zeros_like(weights["W_Q"])  # every query is b_Q
+    q0 = weights["b_Q"][0]
+    target = -100 * q0 / (q0 @ q0) - weights["b_K"][0]  # W_K^T s = target  ->  key = -100 q0 / |q0|^2
+    s = np.linalg.lstsq(weights["W_K"][0].T, target, rcond=None)[0][None, :]
+    item = instance([weights], rng.normal(size=(1, 5, D_MODEL)), s, rope=False)
+    claim, control, _ = content_scaling_errors(item)
+    per_head, block, dropped, *_ = output_bias_errors(item)
+    assert claim <= TOLERANCE and per_head <= TOLERANCE and block <= TOLERANCE
+    assert control < CONTROL_MIN_ERROR and dropped < CONTROL_MIN_ERROR
