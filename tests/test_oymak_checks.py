@@ -134,10 +134,10 @@ def test_short_of_floor_control_can_fail_while_the_floors_hold():
     """Every model reaches the floor in both cases; whether the rotated head is flagged depends
     on the size of the test set (the control's power), which the pass condition does not fix."""
     rng = np.random.default_rng(7)
-    for n, flagged in ((50_000, True), (2_000, False)):
+    for n, flagged in ((30_000, True), (2_000, False)):
         floor = losses(0.38, n, rng)
         assert floor_reached(floor.copy(), floor)["reached"]
-        short = disagreeing(floor, 3 * FLOOR_TOLERANCE, 0.2, rng)
+        short = disagreeing(floor, c1.SHORT_OF_FLOOR, 0.2, rng)
         assert (not floor_reached(short, floor)["reached"]) is flagged
 
 
@@ -148,7 +148,7 @@ def test_short_of_floor_control_flags_the_rotated_head_at_a_grid_point():
     measured = {"knobs": kn, "test": test,
                 "losses": {"UNIF optimum": zero_one_error(forward("UNIF", c1.uniform_solution("PA", kn), test.X), test.y)}}
     row = c1.short_of_floor_control(measured)
-    assert abs(row["exact_error"] - th.uniform_bayes_error(kn.T, kn.k, kn.M, kn.sigma, kn.c) - 3 * FLOOR_TOLERANCE) < 1e-12
+    assert abs(row["exact_error"] - th.uniform_bayes_error(kn.T, kn.k, kn.M, kn.sigma, kn.c) - c1.SHORT_OF_FLOOR) < 1e-12
     assert not row["floor"]["reached"]
 
 

@@ -240,12 +240,20 @@ def replicate_control(m: dict[str, Any], rng: np.random.Generator, sizes: dict[s
     return rows
 
 
+# The shortfall the floor criterion must catch: 5 FLOOR_TOLERANCE = 0.025. Power: the criterion allows
+# FLOOR_TOLERANCE + 3 paired SE, and a rotated head disagrees with the Bayes head on at most ~25% of
+# the sequences, so SE <= sqrt(0.25 / 30,000) = 0.0029 even at the --quick test size: 0.025 exceeds
+# the allowance by >= 4.7 SE. (A first version used 3 FLOOR_TOLERANCE = 0.015, which exceeds it by
+# only ~1 SE in --quick: at seed 2 one grid point's rotated head passed the floor.)
+SHORT_OF_FLOOR = 5 * FLOOR_TOLERANCE
+
+
 def short_of_floor_control(m: dict[str, Any]) -> dict[str, Any] | None:
     """The floor criterion applied to uniform attention with its head rotated (away from mu, into
-    a noise direction) until its exact error is the floor + 3 FLOOR_TOLERANCE: must be flagged."""
+    a noise direction) until its exact error is the floor + SHORT_OF_FLOOR: must be flagged."""
     kn = m["knobs"]
     x = abs(kn.k - (kn.T - kn.k) * kn.c) * kn.M / (kn.sigma * np.sqrt(kn.T))
-    target = th.uniform_bayes_error(kn.T, kn.k, kn.M, kn.sigma, kn.c) + 3 * FLOOR_TOLERANCE
+    target = th.uniform_bayes_error(kn.T, kn.k, kn.M, kn.sigma, kn.c) + SHORT_OF_FLOOR
     if x == 0 or target >= 0.5:
         return None
     cos = float(norm.isf(target) / x)
@@ -350,10 +358,10 @@ def check_c1(context: Context) -> Finding:
                                    "optimisation uncertainty it is meant to cover"),
         Control("head_short_of_floor",
                 wrong_variant=f"uniform attention with a head rotated until its exact error is the floor + "
-                              f"{3 * FLOOR_TOLERANCE:g}",
+                              f"{SHORT_OF_FLOOR:g}",
                 criterion="floor criterion: refuted iff the shortfall is flagged at every grid point",
                 measured={"rows": short}, refuted=bool(short) and not any(r["floor"]["reached"] for r in short),
-                could_fail_because="with a test set too small to resolve a 0.015 shortfall (or a floor test that "
+                could_fail_because="with a test set too small to resolve a 0.025 shortfall (or a floor test that "
                                    "compares unpaired errors), a model stuck above the floor would pass it"),
     )
     return Finding(evidence, controls)
