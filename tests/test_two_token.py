@@ -32,7 +32,7 @@ from theorems.strategies import pair_maps
 from theorems.petrov_sec3 import two_token_front_from_scores, two_token_thresholds
 from verify.certificates.cover import certify
 from verify.certificates.two_token import certify_two_token
-from verify.checks.petrov_sec3 import read_leakage, two_token_threshold
+from verify.checks.petrov_sec3 import perturbed_readout, read_leakage, two_token_threshold
 
 LETTERS10 = Vocabulary.letters(10)
 TIGHTNESS_DELTA = 1e-4  # in T; float64 rounding moves V = 10's threshold by ~1e-5
@@ -226,6 +226,18 @@ def test_a_wrong_gain_or_shift_is_not_the_model():
                                                [Fraction(10)] * 8 + [Fraction(11)], 10).values())
     assert not all(two_token_front_from_scores(worst.row, Fraction(-1, 2), worst.slope, [Fraction(10)] * 9,
                                                10).values())
+
+
+@pytest.mark.parametrize("factor, breaks", [(2.0, True), (0.5, False)])
+def test_the_readout_bias_control_flips_at_the_certified_margin(ten, factor, breaks):
+    """The checks' control 'perturbed_readout_bias': b_U[c*] += factor x the certified margin."""
+    certificate = certify_two_token(ten)
+    wrong = perturbed_readout(ten.spec, certificate.worst_competitor, factor * certificate.worst_margin)
+    result = certify_two_token(ten, wrong)
+    assert result.holds is not breaks
+    if breaks:
+        assert any(not ten.responds_correctly(*ten.witness(label, np.random.default_rng(0)), wrong)[0]
+                   for label in result.failing_examples)
 
 
 def test_box_cover_cross_check_for_small_V():
