@@ -58,14 +58,15 @@ def test_a_check_reads_the_prepared_records_and_trains_nothing(monkeypatch):
 
     monkeypatch.setattr(experiments_module, "run_experiment", refuse)
     acc = {"pretrained": {"ascending": 0.9, "descending": 0.0}, "finetuned": {"ascending": 0.0, "descending": 0.85},
-           "prefix": {"ascending": 0.0, "descending": 0.0}, "control_prefix": {"ascending": 0.9}}
+           "prefix": {"ascending": 0.0, "descending": 0.0}, "recover_prefix": {"ascending": 0.9}}
+    losses = {stage: {"final_loss": 1.0} for stage in ("prefix", "finetune", "recover_prefix")}
     prepared = {RunId("descending", "cpu", s): {
         "seed": s, "scale": "cpu", "path": f"prepared-{s}", "reused": False,
-        "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1},
-                    "training": {"prefix": {"final_loss": 5.0}, "finetune": {"final_loss": 0.1}}}} for s in (7, 8, 9)}
-    outcome = CHECKS["petrov.sec5.descending-not-learnable"](Context(seed=7, prepared_runs=prepared))
-    assert outcome.evidence["records"] == ["prepared-7", "prepared-8", "prepared-9"]
-    assert outcome.evidence["retrained"] == [True, True, True]
+        "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1}, "training": losses}}
+        for s in (7, 8, 9)}
+    finding = CHECKS["petrov.sec5.descending-not-learnable"](Context(seed=7, prepared_runs=prepared))
+    assert finding.evidence.details["records"] == ["prepared-7", "prepared-8", "prepared-9"]
+    assert finding.evidence.details["retrained"] == [True, True, True]
     with pytest.raises(AssertionError, match="trained although"):  # control: other seeds are not prepared
         CHECKS["petrov.sec5.descending-not-learnable"](Context(seed=0, prepared_runs=prepared))
 
