@@ -186,3 +186,18 @@ def test_c2_quick_passes_and_refutes_its_controls():
 def test_training_claim_is_skipped_under_quick():
     out = c4.check_c4(Context(seed=0, quick=True))
     assert isinstance(out, Skipped) and out.reason == QUICK_SKIP
+
+
+def test_c3_controls_can_fail_while_the_law_comparison_passes():
+    """With two simulated heads at n/d = 16 the comparison accepts the right law AND the
+    d-independent one: the control's refutation depends on the sizes, not on the pass condition."""
+    kn, rng = c3.C3_KNOBS.with_(d=40), np.random.default_rng(6)
+    n = 16 * kn.d
+    draws = c3.low_dim_draws(kn, c3.C3_GAMMA, 5_000, rng)
+    sim = np.array([c3.head_coordinates(c3.matched_filter(kn, c3.C3_GAMMA, n, rng)) for _ in range(2)])
+    sim = np.column_stack([sim, c3.head_errors(sim, draws, kn.sigma)])
+    verdicts = []
+    for kwargs in ({}, {"drop_noise_coordinates": True}):
+        pred = c3.predicted_heads(kn, c3.C3_GAMMA, n, rng, 200, **kwargs)
+        verdicts.append(c3.compare_to_law(sim, np.column_stack([pred, c3.head_errors(pred, draws, kn.sigma)]))["within"])
+    assert verdicts == [True, True]

@@ -145,3 +145,14 @@ def test_lbfgs_restarts_reach_stationary_points():
         model = AttentionModel("PA", kn.d, init=params)
         torch.nn.functional.softplus(-torch.as_tensor(s.y) * model(torch.as_tensor(s.X))).mean().backward()
         assert max(float(model.p.grad.abs().max()), float(model.v.grad.abs().max())) <= 1e-6
+
+
+def test_digit_pools_are_disjoint_and_the_test_pool_does_not_move():
+    plain, split = digit_pools(), digit_pools(valid_fraction=0.25)
+    images = {key: {row.tobytes() for row in split[key][0]} for key in ("train", "valid", "test")}
+    assert not (images["train"] & images["valid"]) and not (images["train"] & images["test"])
+    assert not (images["valid"] & images["test"])
+    assert np.array_equal(plain["test"][0], split["test"][0])
+    assert len(split["train"][1]) + len(split["valid"][1]) == len(plain["train"][1])
+    with pytest.raises(ValueError):
+        digit_pools(valid_fraction=1.0)

@@ -127,16 +127,24 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return data.data.astype(np.float64) / 16.0, data.target.astype(np.int64)
 
 
-def digit_pools(test_fraction: float = 0.3, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Disjoint train/test pools of digit images: {"train": (images (m, 64), labels (m,)), "test": ...}.
+def digit_pools(test_fraction: float = 0.3, seed: int = 0,
+                valid_fraction: float = 0.0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Disjoint pools of digit images: {"train": (images (m, 64), labels (m,)), "test": ...} and,
+    when ``valid_fraction`` > 0, "valid": that fraction of the non-test images, taken out of "train".
 
-    The split is a fixed permutation of the 1,797 images (numpy generator seeded by ``seed``),
-    so no image appears in both pools."""
+    The split is a fixed permutation of the 1,797 images (numpy generator seeded by ``seed``), so
+    no image appears in two pools (the test pool does not depend on ``valid_fraction``)."""
+    if not (0 < test_fraction < 1 and 0 <= valid_fraction < 1):
+        raise ValueError(f"need 0 < test_fraction < 1 and 0 <= valid_fraction < 1, got {test_fraction}, {valid_fraction}")
     images, labels = _digits()
     order = np.random.default_rng(seed).permutation(len(labels))
     cut = int(round(len(labels) * (1 - test_fraction)))
-    return {"train": (images[order[:cut]], labels[order[:cut]]),
-            "test": (images[order[cut:]], labels[order[cut:]])}
+    fit = int(round(cut * (1 - valid_fraction)))
+    pools = {"train": (images[order[:fit]], labels[order[:fit]]),
+             "test": (images[order[cut:]], labels[order[cut:]])}
+    if valid_fraction > 0:
+        pools["valid"] = (images[order[fit:cut]], labels[order[fit:cut]])
+    return pools
 
 
 @dataclass(frozen=True)
