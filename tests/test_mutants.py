@@ -218,3 +218,21 @@ def test_shifting_every_rope_position_changes_no_output():
     for a, b in zip(honest, shifted, strict=True):
         assert np.max(np.abs(a - b)) <= 1e-12
     assert np.max(np.abs(honest[0])) > 0.1  # a real output, not zeros
+
+
+def test_a_perturbed_record_is_refused_by_its_check_and_the_file_is_untouched():
+    """records.skills.lora-fails hands the LoRA check one seed at 10% (in memory only)."""
+    from verify.experiments import records
+    from verify.mutants.run import contexts, run_one
+
+    files = sorted(records.RESULTS_DIR.glob("skills/*.json"))
+    before = [p.read_bytes() for p in files]
+    m = next(x for x in CATALOGUE if x.name == "records.skills.lora-fails")
+    context = contexts(m.claims, 0)
+    from verify.mutants.run import run_claim_id
+
+    baseline = {c: run_claim_id(c, context[c])[0] for c in m.claims}
+    assert baseline == {"petrov.sec6.lora-learns-double-histogram": "pass"}
+    result = run_one(m, 0, context, baseline)
+    assert result.status == "refuted", result.why
+    assert [p.read_bytes() for p in files] == before

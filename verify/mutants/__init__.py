@@ -26,9 +26,9 @@ FAST = (
 
 def catalogue() -> tuple[Mutant, ...]:
     """Every mutant, names unique."""
-    from verify.mutants import claim_mutants, forward_mutants, petrov_mutants
+    from verify.mutants import claim_mutants, forward_mutants, oymak_mutants, petrov_mutants
 
-    mutants = (*forward_mutants.MUTANTS, *petrov_mutants.MUTANTS, *claim_mutants.MUTANTS)
+    mutants = (*forward_mutants.MUTANTS, *petrov_mutants.MUTANTS, *oymak_mutants.MUTANTS, *claim_mutants.MUTANTS)
     names = [m.name for m in mutants]
     if len(set(names)) != len(names):
         raise MutantError(f"mutant names repeat: {sorted(n for n in names if names.count(n) > 1)}")
