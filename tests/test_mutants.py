@@ -236,3 +236,16 @@ def test_a_perturbed_record_is_refused_by_its_check_and_the_file_is_untouched():
     result = run_one(m, 0, context, baseline)
     assert result.status == "refuted", result.why
     assert [p.read_bytes() for p in files] == before
+
+
+def test_the_same_seed_gives_the_same_report():
+    chosen = [m for m in CATALOGUE if m.name in ("conditional.rare-combination", "conditional.bias-twice-the-margin",
+                                                 "forward.softmax.extra-sink")]
+
+    def without_timings(report) -> dict:
+        data = report.to_json()
+        for m in data["mutants"]:
+            m.pop("seconds")
+        return data
+
+    assert without_timings(run_mutants(chosen, seed=4)) == without_timings(run_mutants(chosen, seed=4))
