@@ -153,9 +153,10 @@ def test_check_export_passes_on_a_fresh_export(capsys, exported, tmp_path):
     assert "the theorem holds for these weights" in out
     assert verdict["construction"] == "unconditional" and verdict["holds"] is True
     checks = verdict["checks"]
-    assert set(checks) == {"weights", "certificate", "randomized", "virtual_tokens"}
+    assert set(checks) == {"certificate", "randomized", "virtual_tokens"}  # each can fail
     assert all(item["holds"] for item in checks.values())
-    assert checks["weights"]["identical_to_construction"] is True
+    assert "holds" not in verdict["weights"]  # information, never a verdict
+    assert verdict["weights"]["identical_to_construction"] is True
     assert checks["certificate"]["failing_cases"] == 0 and checks["certificate"]["worst_margin"] > 0
     assert checks["virtual_tokens"] == {"holds": True, "user_inputs": 1, "correct": 1}
 
@@ -173,7 +174,7 @@ def test_an_edit_that_breaks_the_theorem_fails_check_export(capsys, copy_of_expo
     assert verdict["checks"]["certificate"]["holds"] is False
     assert verdict["checks"]["certificate"]["failing_cases"] > 0
     assert "first_failing_case" in verdict["checks"]["certificate"]
-    assert verdict["checks"]["weights"]["edited"].keys() == {"blocks.0.mlp.b_in"}
+    assert verdict["weights"]["edited"].keys() == {"blocks.0.mlp.b_in"}
 
 
 def test_a_harmless_tiny_edit_still_passes_but_is_reported(capsys, copy_of_export, tmp_path):
@@ -187,7 +188,7 @@ def test_a_harmless_tiny_edit_still_passes_but_is_reported(capsys, copy_of_expor
     assert code == 0
     assert "the theorem holds for these weights" in out
     assert "identical_to_construction=False" in out
-    weights = verdict["checks"]["weights"]
+    weights = verdict["weights"]
     assert weights["identical_to_construction"] is False
     assert set(weights["edited"]) == {"unembed.W_U"}
     assert 0 < weights["edited"]["unembed.W_U"] < 1e-8

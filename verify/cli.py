@@ -276,6 +276,7 @@ def cmd_check_export(args: argparse.Namespace, console: Console) -> int:
 
     _check_output_path(args.json)
     found = check_export(args.directory, args.seed)
+    console.print("weights (information): " + ", ".join(f"{k}={v}" for k, v in found.weights.items()))
     for name, item in found.results.items():
         verdict = "[green]holds[/]" if item["holds"] else "[bold red]FAILS[/]"
         details = ", ".join(f"{k}={v}" for k, v in item.items() if k != "holds")
@@ -283,7 +284,7 @@ def cmd_check_export(args: argparse.Namespace, console: Console) -> int:
     console.print(f"{found.construction}: the theorem {'holds' if found.holds else 'does NOT hold'} for these weights")
     if args.json is not None:
         write_json_atomically({"construction": found.construction, "holds": found.holds,
-                               "checks": found.results}, args.json)
+                               "weights": found.weights, "checks": found.results}, args.json)
     return EXIT_OK if found.holds else EXIT_FAILED
 
 
