@@ -15,7 +15,7 @@ import numpy as np
 from theorems.claims import Claim
 from verify.experiments.schedule import RunFailed, RunId, Training, records_for
 from verify.protocol import Finding, ProtocolError, Skipped, verdict
-from verify.result import ClaimResult, Outcome
+from verify.result import ClaimResult
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,13 @@ class Context:
         return np.random.default_rng([self.seed, digest])
 
 
-CheckFn = Callable[[Context], "Finding | Skipped | Outcome"]
+CheckFn = Callable[[Context], "Finding | Skipped"]
 CHECKS: dict[str, CheckFn] = {}
 CONTROLS: dict[str, tuple[str, ...]] = {}  # claim id -> the names of the controls its check runs
 TRAININGS: dict[str, Training] = {}  # claim id -> the training runs its check rests on
 
 
-def check(claim_id: str, controls: tuple[str, ...] | None = None) -> Callable[[CheckFn], CheckFn]:
+def check(claim_id: str, controls: tuple[str, ...]) -> Callable[[CheckFn], CheckFn]:
     """Bind a check function to a claim id (one check per id), declaring the names of the
     controls it runs (at least one). The runner refuses a Finding whose controls are not exactly
     the declared ones, so a control cannot silently disappear."""
@@ -59,27 +59,26 @@ def check(claim_id: str, controls: tuple[str, ...] | None = None) -> Callable[[C
     def register(fn: CheckFn) -> CheckFn:
         if claim_id in CHECKS:
             raise RuntimeError(f"two checks registered for {claim_id}")
-        if controls is not None:
-            if not controls or len(set(controls)) != len(controls):
-                raise RuntimeError(f"{claim_id}: declare at least one control, each name once")
-            CONTROLS[claim_id] = tuple(controls)
+        if not controls or len(set(controls)) != len(controls):
+            raise RuntimeError(f"{claim_id}: declare at least one control, each name once")
+        CONTROLS[claim_id] = tuple(controls)
         CHECKS[claim_id] = fn
         return fn
 
     return register
 
 
-RecordVerdict = Callable[[list[dict]], "Finding | Outcome"]
+RecordVerdict = Callable[[list[dict]], Finding]
 
 
 def training_check(claim_id: str, training: Training,
-                   controls: tuple[str, ...] | None = None) -> Callable[[RecordVerdict], RecordVerdict]:
+                   controls: tuple[str, ...]) -> Callable[[RecordVerdict], RecordVerdict]:
     """Bind a verdict on run records to a claim id: the check skips under --quick, else passes the
     verdict the records of ``training`` (seeds context.seed, context.seed + 1, ...). The CLI reads
     TRAININGS to train every needed run once before any check runs."""
 
     def register(on_records: RecordVerdict) -> RecordVerdict:
-        def run(context: Context) -> Finding | Skipped | Outcome:
+        def run(context: Context) -> Finding | Skipped:
             if context.quick:
                 return Skipped(QUICK_SKIP, {"scale": training.scale, "seeds": training.seeds})
             return on_records(context.training_records(training))
@@ -103,12 +102,10 @@ def run_claim(claim: Claim, context: Context) -> ClaimResult:
     start = time.perf_counter()
     try:
         returned = CHECKS[claim.id](context)
-        if isinstance(returned, Outcome):
-            returned = returned.to_finding()
         if not isinstance(returned, Finding | Skipped):
             raise ProtocolError(f"a check must return Finding or Skipped, got {type(returned).__name__}")
-        declared = CONTROLS.get(claim.id)
-        if isinstance(returned, Finding) and declared is not None:
+        declared = CONTROLS.get(claim.id, ())
+        if isinstance(returned, Finding):
             ran = tuple(c.name for c in returned.controls)
             if sorted(ran) != sorted(declared):
                 raise ProtocolError(f"controls run {list(ran)} differ from those declared {list(declared)}")
