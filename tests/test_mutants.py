@@ -249,3 +249,18 @@ def test_the_same_seed_gives_the_same_report():
         return data
 
     assert without_timings(run_mutants(chosen, seed=4)) == without_timings(run_mutants(chosen, seed=4))
+
+
+FORMER_SURVIVORS = ("forward.layernorm.uncentred", "forward.rope.frequency-off-by-one", "spec.attention-scale-dropped",
+                    "torch.key.no-bias", "forward.mask.sees-next-token", "torch.mask.sees-next-token")
+
+
+def test_the_section4_parity_oracle_and_mask_test_refute_former_survivors():
+    """Survivors of the 60/81 run, now caught: norms and torch scale/bias by the Section 4 torch
+    parity, the RoPE frequency and the stored scale by the oracle, the masks by the direct mask
+    test of the Section 3 checks (notes/mutants.md)."""
+    chosen = [m for m in CATALOGUE if m.name in FORMER_SURVIVORS]
+    assert len(chosen) == len(FORMER_SURVIVORS)
+    report = run_mutants(chosen, seed=0, subset="chosen")
+    assert all(status == "pass" for status in report.baseline.values())
+    assert {r.mutant.name: r.status for r in report.results} == {name: "refuted" for name in FORMER_SURVIVORS}

@@ -222,3 +222,42 @@ def test_certificate_margin_equals_the_analysis_at_default_temperature():
 def test_impossible_requests_raise_a_clear_error(make, message):
     with pytest.raises(ConstructionError, match=message):
         make()
+
+
+def test_the_direct_mask_test_sees_a_mask_that_lets_query_i_see_key_i_plus_1(monkeypatch):
+    """At the construction's own T a leaked key weighs below e^-50 (torch parity cannot see it);
+    the direct test on generic weights of the same shapes must, in numpy and in torch alike."""
+    import constructions.forward as forward_module
+    import constructions.torch_module as torch_module
+    from verify.checks.petrov_sec3 import TORCH_PARITY_TOLERANCE, causal_mask_leak
+
+    spec = LongResponse(Vocabulary.printable_ascii(), response_length=4).spec
+    honest = causal_mask_leak(spec, np.random.default_rng(0))
+    assert honest["holds"] and max(honest["max_change_before_the_changed_position"].values()) <= TORCH_PARITY_TOLERANCE
+    assert honest["min_change_at_or_after_it"] > 1e-3  # the redrawn positions really changed the output
+
+    original_mask = forward_module.attention_mask
+
+    def leaky(spec, n, n_prefix=0):
+        mask = original_mask(spec, n, n_prefix)
+        mask[:, n_prefix:] |= np.eye(n, k=1, dtype=bool)
+        return mask
+
+    monkeypatch.setattr(forward_module, "attention_mask", leaky)
+    numpy_leak = causal_mask_leak(spec, np.random.default_rng(0))
+    assert not numpy_leak["holds"] and numpy_leak["max_change_before_the_changed_position"]["numpy"] > 1e-3
+    assert numpy_leak["max_change_before_the_changed_position"]["torch"] <= TORCH_PARITY_TOLERANCE
+    monkeypatch.setattr(forward_module, "attention_mask", original_mask)
+
+    original_forward = torch_module.AttentionLayer.forward
+
+    def torch_leaky(self, x, prefix=None, positions=None):
+        causal, self.causal = self.causal, False  # no mask at all: every later key visible
+        try:
+            return original_forward(self, x, prefix, positions)
+        finally:
+            self.causal = causal
+
+    monkeypatch.setattr(torch_module.AttentionLayer, "forward", torch_leaky)
+    torch_leak = causal_mask_leak(spec, np.random.default_rng(0))
+    assert not torch_leak["holds"] and torch_leak["max_change_before_the_changed_position"]["torch"] > 1e-3

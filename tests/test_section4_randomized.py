@@ -19,12 +19,19 @@ from verify.checks.petrov_sec4 import (
     CONTROL_MIN_ERROR,
     D_MODEL,
     MAX_CONTENT,
+    ORACLE_TOLERANCE,
+    PARITY_TOLERANCE,
     TOLERANCE,
     Instance,
     content_scaling_errors,
+    implementation_checks,
     multi_prefix_errors,
+    oracle_attention_pattern,
+    oracle_error,
     output_bias_errors,
+    random_instances,
     soft_prompt_errors,
+    torch_parity_error,
 )
 
 contents = st.integers(1, MAX_CONTENT).flatmap(lambda n: normal_arrays((1, n, D_MODEL)))
@@ -137,3 +144,68 @@ def test_the_controls_can_stand_while_the_identities_hold():
     per_head, block, dropped, *_ = output_bias_errors(item)
     assert claim <= TOLERANCE and per_head <= TOLERANCE and block <= TOLERANCE
     assert control < CONTROL_MIN_ERROR and dropped < CONTROL_MIN_ERROR
+
+
+def _one_of_each(count: int = 48) -> list[Instance]:
+    return list(random_instances(np.random.default_rng(7), (1, 2, 5), count=count))
+
+
+def test_the_forward_agrees_with_torch_and_the_oracle_on_every_architecture_option():
+    items = _one_of_each()
+    checks = implementation_checks(items)
+    assert checks["holds"]
+    assert checks["torch_parity"]["worst_abs_error"] <= PARITY_TOLERANCE
+    assert checks["oracle"]["worst_abs_error"] <= ORACLE_TOLERANCE and checks["oracle"]["instances"] == 48
+    # every option met both comparisons: heads 1-4, biases on/off, three norms, RoPE on/off
+    assert set(checks["oracle"]["worst_by_architecture"]) == {
+        "H=1", "H=2", "H=3", "H=4", "biases", "no-biases", "no-norm", "layernorm", "rmsnorm", "rope", "no-rope"}
+    assert max(np.max(np.abs(i.x)) for i in items) > 0.5  # real inputs, not zeros
+
+
+def test_the_oracle_sees_a_wrong_rope_frequency_and_a_wrong_scale(monkeypatch):
+    """The two things numpy and torch share (rotary_angles, spec.attention_scale): the torch parity
+    cannot see a bug there, the oracle must."""
+    import constructions.forward as forward_module
+
+    rope_item = next(i for i in _one_of_each() if "rope" in i.label.split() and i.x.shape[1] >= 3)
+    honest_angles = forward_module.rotary_angles
+
+    def off_by_one(base, width, positions):
+        theta = base ** (-np.arange(1, width + 1, 2, dtype=np.float64) / width)
+        angles = np.asarray(positions, dtype=np.float64)[:, None] * theta[None, :]
+        angles = np.concatenate([angles, angles], axis=-1)
+        return np.cos(angles), np.sin(angles)
+
+    import constructions.prefix as prefix_module
+    import constructions.torch_module as torch_module
+
+    assert oracle_error(rope_item) <= ORACLE_TOLERANCE
+    for module in (forward_module, prefix_module, torch_module):  # wherever it was imported by name
+        monkeypatch.setattr(module, "rotary_angles", off_by_one)
+    assert torch_parity_error(rope_item) <= PARITY_TOLERANCE  # shared: the parity cannot see it
+    assert oracle_error(rope_item) > 1e-3  # the oracle does
+    for module in (forward_module, prefix_module, torch_module):
+        monkeypatch.setattr(module, "rotary_angles", honest_angles)
+    import dataclasses
+
+    unscaled = dataclasses.replace(rope_item, spec=dataclasses.replace(rope_item.spec, attention_scale=1.0))
+    assert oracle_error(unscaled) > 1e-3  # the oracle applies 1/sqrt(d_head) itself
+    positions = len(rope_item.s) + np.arange(rope_item.x.shape[1])
+    pattern = oracle_attention_pattern(rope_item.spec, rope_item.x[0], positions)
+    assert np.allclose(pattern.sum(-1), 1) and np.all(np.triu(pattern, 1) == 0)  # causal rows
+
+
+def test_torch_parity_sees_a_numpy_norm_bug(monkeypatch):
+    from constructions.forward import NumpyOps
+
+    item = next(i for i in _one_of_each() if "layernorm" in i.label.split())
+    assert torch_parity_error(item) <= PARITY_TOLERANCE
+    honest = NumpyOps.norm
+
+    def uncentred(self, x, norm):
+        if norm.kind == "layernorm":
+            return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + norm.eps) * norm.w + norm.b
+        return honest(self, x, norm)
+
+    monkeypatch.setattr(NumpyOps, "norm", uncentred)
+    assert torch_parity_error(item) > 1e-3

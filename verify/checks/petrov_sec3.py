@@ -12,7 +12,10 @@ for every input by the certificate; everything else supports it):
      which must agree with the stated model and its symbolic-size proof; the certificate must
      hold at T* + delta (tightness from above; from below is a control);
   3. randomized: 10,000 random tasks verified by teacher forcing, a subset by greedy decoding, and
-     the torch module's logits against the numpy forward;
+     the torch module's logits against the numpy forward; and a direct causal-mask test of both
+     implementations on generic weights of the same shapes (``causal_mask_leak``: outputs before
+     a changed position must not move), since at the construction's own T a leaked key's weight
+     is below e^-50 and invisible to any float64 comparison;
   4. the authors' published output (e.g. "I love transformers!").
 The runner decides (verify.protocol): the evidence holds and both controls are refuted.
 
@@ -50,6 +53,7 @@ from constructions.petrov.two_token import (
 from constructions.petrov.unconditional import Unconditional
 from constructions.spec import TransformerSpec
 from constructions.torch_module import SpecTransformer
+from constructions.torch_threads import torch_threads
 from constructions.vocab import Vocabulary
 from theorems.petrov_sec3 import (
     THRESHOLDS,
@@ -69,6 +73,8 @@ from verify.registry import Context, check
 TIGHTNESS_DELTA = 1e-6
 # float64 forward vs torch float64 module: same operations in a different order.
 TORCH_PARITY_TOLERANCE = 1e-12
+# Sequence length of the direct causal-mask test (causal_mask_leak), capped by n_ctx.
+MASK_TEST_LENGTH = 16
 RANDOM_INSTANCES = 10_000
 GREEDY_INSTANCES = 256
 # The readout-bias perturbation, in units of the certified worst margin: below 1 it is provably
@@ -716,6 +722,36 @@ def torch_parity(construction: Construction, rng: np.random.Generator, count: in
     return float(np.max(np.abs(ours - theirs)))
 
 
+def causal_mask_leak(spec: TransformerSpec, rng: np.random.Generator, count: int = 8) -> dict[str, Any]:
+    """A direct test of the causal mask of both implementations (numpy forward, torch module):
+    on random_like(spec) (the construction's shapes with generic weights) and random residual
+    inputs x (count, n, d), n = min(n_ctx, MASK_TEST_LENGTH), row b's inputs at positions >= k_b
+    (k_b random in 1..n-1) are redrawn; the outputs at positions < k_b must not change.
+
+    Generic weights, not the construction's: in the construction a key the mask wrongly lets
+    through scores ~0 against a selected key's ~T (50 or 100), a weight below e^-50 that no
+    float64 comparison can see (notes/mutants.md); with N(0, 1/d) weights a leaked key takes a
+    weight of order 1/n and moves the output by O(0.1)."""
+    generic = random_like(spec, rng)
+    n = min(spec.n_ctx, MASK_TEST_LENGTH)
+    x = rng.normal(size=(count, n, spec.d_model))
+    cut = rng.integers(1, n, size=count)  # first changed position per row
+    changed = x.copy()
+    for row, k in enumerate(cut):
+        changed[row, k:] = rng.normal(size=(n - k, spec.d_model))
+    module = SpecTransformer(generic)
+    with torch.no_grad(), torch_threads(1):
+        outputs = {"numpy": (forward(generic, x), forward(generic, changed)),
+                   "torch": tuple(module.residual(torch.from_numpy(a)).numpy() for a in (x, changed))}
+    leak = {name: float(max(np.max(np.abs(a[row, :k] - b[row, :k])) for row, k in enumerate(cut)))
+            for name, (a, b) in outputs.items()}
+    later = float(min(np.max(np.abs(outputs["numpy"][0][row, k:] - outputs["numpy"][1][row, k:]))
+                      for row, k in enumerate(cut)))
+    return {"max_change_before_the_changed_position": leak, "tolerance": TORCH_PARITY_TOLERANCE,
+            "min_change_at_or_after_it": later, "rows": count, "length": n, "spec": "random_like (N(0, 1/d) weights)",
+            "holds": bool(spec.causal and max(leak.values()) <= TORCH_PARITY_TOLERANCE and later > 1e-6)}
+
+
 def randomized(construction: Construction, rng: np.random.Generator) -> dict[str, Any]:
     tasks = construction.random_tasks(rng, RANDOM_INSTANCES)
     user = rng.integers(0, construction.vocab.size, size=(RANDOM_INSTANCES, construction.n_user_tokens))
@@ -758,6 +794,7 @@ def check_construction(
     above = certify_construction(build(critical + delta))
     rand = randomized(construction, rng)
     parity = torch_parity(construction, rng)
+    mask = causal_mask_leak(construction.spec, rng)
     shown = demo(construction)
     proof = threshold["proof"]
     true_steps = sum(bool(v) for v in proof.values())
@@ -774,19 +811,22 @@ def check_construction(
         },
         "randomized": rand,
         "torch_parity_max_abs": parity,
+        "causal_mask_test": mask,
         "published_output": shown,
         **(extra or {}),
     }
     extras_hold = all(item.get("holds", True) for item in (extra or {}).values())
     holds = (certificate.holds and above.holds and true_steps == len(proof)
              and rand["correct"] == rand["instances"] and rand["greedy_correct"] == rand["greedy_generations"]
-             and parity <= TORCH_PARITY_TOLERANCE and shown["matches"] and extras_hold)
+             and parity <= TORCH_PARITY_TOLERANCE and mask["holds"] and shown["matches"] and extras_hold)
     summary = (f"certificate {'holds' if certificate.holds else 'FAILS'} on {certificate.cases} cases "
                f"(worst margin {positive(certificate.worst_margin)}); T* = {critical:.6g}: "
                f"{true_steps}/{len(proof)} derivation steps true, margin at T*+{delta:g} "
                f"{positive(above.worst_margin)}; random {rand['correct']}/{rand['instances']}, greedy "
                f"{rand['greedy_correct']}/{rand['greedy_generations']}; torch |diff| "
-               f"{compare(parity, TORCH_PARITY_TOLERANCE)}; published output "
+               f"{compare(parity, TORCH_PARITY_TOLERANCE)}; causal mask (numpy, torch) leak "
+               f"{compare(max(mask['max_change_before_the_changed_position'].values()), TORCH_PARITY_TOLERANCE)}"
+               f"; published output "
                f"{'matches' if shown['matches'] else 'DIFFERS'}"
                + ("" if extras_hold else "; " + ", ".join(k for k, v in (extra or {}).items()
                                                           if not v.get("holds", True)) + " FAIL"))

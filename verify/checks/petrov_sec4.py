@@ -43,12 +43,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+import math
+
 import numpy as np
+import torch
 
 from constructions.forward import NUMPY, PrefixKV, forward, rotary_angles
 from constructions.layers import spec_from_layers
 from constructions.prefix import prefix_from_vectors, prefix_tuned_forward, soft_prompted_forward
 from constructions.spec import TransformerSpec
+from constructions.torch_module import SpecTransformer
+from constructions.torch_threads import torch_threads
 from theorems.petrov_sec4 import REFUTATIONS, prove
 from theorems.strategies import random_layer_weights
 from verify.protocol import Control, Evidence, Finding, Rung, compare
@@ -61,6 +66,15 @@ TOLERANCE = 1e-12
 # A control is refuted only when its worst error is this large: 1e6 x TOLERANCE, never rounding.
 CONTROL_MIN_ERROR = 1e-6
 INSTANCES = 1_000
+# numpy forward vs the torch SpecTransformer (float64 both): the same equations in a different
+# order of operations (torch's own layer_norm, its own RoPE, its own mask and softmax), rounding
+# ~1e-15 on these O(1-10) entries, so 1e-12 as for the identities.
+PARITY_TOLERANCE = 1e-12
+# The oracle (python floats, loops, written from the definitions) runs on the first 48
+# instances: random_instances cycles heads x biases x norm x RoPE with period 48, so every
+# architecture option meets it. Its rounding is that of the numpy forward's, ~1e-15.
+ORACLE_INSTANCES = 48
+ORACLE_TOLERANCE = 1e-12
 PREFIX_LENGTHS = (1, 2, 5)
 MAX_CONTENT = 12
 D_MODEL = 8
@@ -134,6 +148,122 @@ def run_block(item: Instance) -> Attention:
 
 def _max_abs(a: np.ndarray) -> float:
     return float(np.max(np.abs(a))) if a.size else 0.0
+
+
+def torch_parity_error(item: Instance) -> float:
+    """max |numpy forward - torch SpecTransformer (float64)| on the instance's prefix-tuned run:
+    every block gets the prefix keys/values of the vectors s (constructions.prefix), content at
+    RoPE positions n_S..n_S+n-1. Torch normalises with torch.nn.functional.layer_norm / its own
+    rsqrt, rotates the content with its own code, masks with tril and softmaxes with
+    torch.softmax, so a numpy bug in any of these (or a torch bug in scale, mask or biases) shows
+    as a difference. Shared by numpy and torch, and so invisible here: ``rotary_angles`` and
+    ``spec.attention_scale`` (the oracle below sees those). Call inside torch_threads(1)."""
+    spec, x, s = item.spec, item.x, item.s
+    prefix = [prefix_from_vectors(spec, layer, s) for layer in range(spec.n_layers)]
+    positions = len(s) + np.arange(x.shape[1])
+    ours = forward(spec, x, prefix=prefix, positions=positions)
+    with torch.no_grad():
+        theirs = SpecTransformer(spec).residual(torch.from_numpy(x), prefix, torch.from_numpy(positions)).numpy()
+    return _max_abs(ours - theirs)
+
+
+def oracle_attention_pattern(spec: TransformerSpec, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """TEST ORACLE, written directly from the definitions and sharing no code with
+    constructions.forward or constructions.torch_module: block 0's causal attention pattern
+    (H, n, n) for content x (n, d) at RoPE positions ``positions``, in python floats and loops.
+
+        h_i      = N1(x_i):  LayerNorm (x_i - mu_i) / sqrt(var_i + eps) * w + b, or
+                   RMSNorm x_i / sqrt(mean_k x_ik^2 + eps) * w  (or x_i without a norm)
+        q_i, k_j = h W_Q[h] + b_Q[h],  h W_K[h] + b_K[h]
+        RoPE     : pairs (m, m + e/2) of a width-e head vector rotated by the angle p theta_m,
+                   theta_m = base^(-2m/e)  (a, b) -> (a cos - b sin, a sin + b cos)
+        A_ij     = exp(q_i.k_j / sqrt(e)) / sum_{r <= i} exp(q_i.k_r / sqrt(e)),  j <= i
+
+    The scale 1/sqrt(e) is the scaled dot-product attention's, applied here explicitly: every
+    instance of this module is drawn with spec_from_layers' default, which is that scale, so the
+    oracle does not read spec.attention_scale (a bug in how the spec stores it shows)."""
+    block, attn = spec.blocks[0], spec.blocks[0].attention
+    rows = [[float(v) for v in row] for row in x]
+    d = len(rows[0])
+    norm = block.ln1
+    if norm is not None:
+        w, b = [float(v) for v in norm.w], [float(v) for v in np.broadcast_to(norm.b, (d,))]
+        normed = []
+        for row in rows:
+            if norm.kind == "layernorm":
+                mu = sum(row) / d
+                var = sum((v - mu) ** 2 for v in row) / d
+                normed.append([(v - mu) / math.sqrt(var + norm.eps) * w[k] + b[k] for k, v in enumerate(row)])
+            else:
+                rms = math.sqrt(sum(v * v for v in row) / d + norm.eps)
+                normed.append([v / rms * w[k] for k, v in enumerate(row)])
+        rows = normed
+    heads, e = attn.W_Q.shape[0], attn.W_Q.shape[2]
+    n = len(rows)
+    out = np.zeros((heads, n, n))
+
+    def project(W: np.ndarray, bias: np.ndarray, head: int, row: list[float]) -> list[float]:
+        return [sum(row[k] * float(W[head, k, c]) for k in range(d)) + float(bias[head, c]) for c in range(e)]
+
+    def rope(vector: list[float], p: float) -> list[float]:
+        if spec.rotary_base is None:
+            return vector
+        half, turned = e // 2, list(vector)
+        for m in range(half):
+            angle = p * spec.rotary_base ** (-2.0 * m / e)
+            a, b = vector[m], vector[m + half]
+            turned[m], turned[m + half] = a * math.cos(angle) - b * math.sin(angle), a * math.sin(angle) + b * math.cos(angle)
+        return turned
+
+    for head in range(heads):
+        q = [rope(project(attn.W_Q, attn.b_Q, head, r), float(positions[i])) for i, r in enumerate(rows)]
+        k = [rope(project(attn.W_K, attn.b_K, head, r), float(positions[j])) for j, r in enumerate(rows)]
+        for i in range(n):
+            scores = [sum(a * b for a, b in zip(q[i], k[j])) / math.sqrt(e) for j in range(i + 1)]
+            top = max(scores)
+            weights = [math.exp(v - top) for v in scores]
+            total = sum(weights)
+            for j in range(i + 1):
+                out[head, i, j] = weights[j] / total
+    return out
+
+
+def oracle_error(item: Instance) -> float:
+    """max |oracle pattern - constructions.forward's block-0 pattern| on the content of the
+    instance at positions n_S..n_S+n-1 (as in run_block's reference run)."""
+    positions = len(item.s) + np.arange(item.x.shape[1])
+    cache: dict[str, np.ndarray] = {}
+    forward(item.spec, item.x, cache=cache, positions=positions)
+    return _max_abs(cache["blocks.0.attn.pattern"][0] - oracle_attention_pattern(item.spec, item.x[0], positions))
+
+
+def implementation_checks(items: list[Instance]) -> dict[str, Any]:
+    """The forward the identities run through, checked against two other implementations: the
+    torch module on every instance and the oracle on the first ORACLE_INSTANCES. Without this an
+    identity holds for any consistent (even wrong) norm, rotation or scale, since both of its
+    sides run the same numpy forward."""
+    with torch_threads(1):  # tiny tensors: one thread (constructions/torch_threads.py)
+        parity = [torch_parity_error(item) for item in items]
+    oracle_items = items[:ORACLE_INSTANCES]
+    oracle = [oracle_error(item) for item in oracle_items]
+    worst_parity, worst_oracle = _worst(parity), _worst(oracle)
+    return {"torch_parity": {"worst_abs_error": worst_parity, "tolerance": PARITY_TOLERANCE,
+                             "instances": len(items), "worst_by_architecture": _by_architecture(items, parity),
+                             "compared": "constructions.forward.forward vs constructions.torch_module."
+                                         "SpecTransformer.residual (float64), prefix-tuned run "
+                                         "(prefix keys/values in every block, content at n_S..n_S+n-1)"},
+            "oracle": {"worst_abs_error": worst_oracle, "tolerance": ORACLE_TOLERANCE,
+                       "instances": len(oracle_items),
+                       "worst_by_architecture": _by_architecture(oracle_items, oracle),
+                       "compared": "block-0 attention pattern of constructions.forward vs "
+                                   "oracle_attention_pattern (definitions: norm, RoPE theta_m = base^(-2m/e), "
+                                   "scale 1/sqrt(d_head), causal softmax)"},
+            "holds": bool(worst_parity <= PARITY_TOLERANCE and worst_oracle <= ORACLE_TOLERANCE)}
+
+
+def _implementation_summary(checks: dict[str, Any]) -> str:
+    return (f"; numpy vs torch |diff| {compare(checks['torch_parity']['worst_abs_error'], PARITY_TOLERANCE)}, "
+            f"vs oracle ({checks['oracle']['instances']}) {compare(checks['oracle']['worst_abs_error'], ORACLE_TOLERANCE)}")
 
 
 # --- per-instance errors: (claim, control, ...) ------------------------------------------------
@@ -312,19 +442,21 @@ def content_scaling(context: Context) -> Finding:
     proof = prove(cid)
     claim_errors = [e[0] for e in errors]
     worst, unshifted = _worst(claim_errors), _worst([e[2] for e in errors])
-    holds = all(proof.values()) and worst <= TOLERANCE and unshifted <= TOLERANCE
+    impl = implementation_checks(items)
+    holds = all(proof.values()) and worst <= TOLERANCE and unshifted <= TOLERANCE and impl["holds"]
     numeric = _numeric(items, claim_errors, PREFIX_LENGTHS, {
         "rope_reference_at_unshifted_positions_worst": unshifted,
         "rope_note": "with RoPE the identity also holds against a reference run at positions 0..n-1, "
                      "because RoPE scores depend only on i - j"})
-    summary = _summary(proof, items, worst, f"; RoPE vs unshifted reference {compare(unshifted, TOLERANCE)}")
+    summary = _summary(proof, items, worst, f"; RoPE vs unshifted reference {compare(unshifted, TOLERANCE)}"
+                       + _implementation_summary(impl))
     control = numeric_control(
         "no_scaling_factor", "A^pt_ij = A_ij (the (1 - alpha_i) factor dropped)", [e[1] for e in errors],
         "given the true identity, this variant's error is alpha_i A_ij: had the random prefixes drawn "
         "negligible attention (alpha_i A_ij <= 1e-6 on every instance, e.g. prefix keys far from every "
         "query), the same checker could not tell the variant from the claim and the control would stand",
         REFUTATIONS[cid]())
-    return Finding(_evidence(holds, summary, proof, numeric), (control,))
+    return Finding(_evidence(holds, summary, proof, numeric, {"implementations": impl}), (control,))
 
 
 @check("petrov.sec4.output-bias", controls=("bias_dropped", "alpha_from_wrong_row", "one_direction_for_all_heads"))
@@ -336,12 +468,14 @@ def output_bias(context: Context) -> Finding:
     claim_errors = [e[0] for e in errors]
     worst, block = _worst(claim_errors), _worst([e[1] for e in errors])
     symbolic = REFUTATIONS[cid]()
-    holds = all(proof.values()) and worst <= TOLERANCE and block <= TOLERANCE
+    impl = implementation_checks(items)
+    holds = all(proof.values()) and worst <= TOLERANCE and block <= TOLERANCE and impl["holds"]
     numeric = _numeric(items, claim_errors, (1,), {
         "block_level_worst_abs_error": block,
         "block_level_statement": "o^pt_i = b_O + sum_h (1 - alpha^h_i) z^h_i W_O[h] + sum_h alpha^h_i d^h, "
                                  "d^h = v^h_s W_O[h], v^h_s = N1(s) W_V[h] + b_V[h]"})
-    summary = _summary(proof, items, worst, f" per head, block level {compare(block, TOLERANCE)}")
+    summary = _summary(proof, items, worst, f" per head, block level {compare(block, TOLERANCE)}"
+                       + _implementation_summary(impl))
     controls = (
         numeric_control(
             "bias_dropped", "t^pt = (1 - alpha) t (the prefix value v_s dropped)", [e[2] for e in errors],
@@ -363,7 +497,7 @@ def output_bias(context: Context) -> Finding:
             "would fit and the control would stand",
             applies_to="instances with >= 2 heads and content length >= 2"),
     )
-    return Finding(_evidence(holds, summary, proof, numeric), controls)
+    return Finding(_evidence(holds, summary, proof, numeric, {"implementations": impl}), controls)
 
 
 @check("petrov.sec4.multi-prefix-convex", controls=("unnormalised_beta",))
@@ -374,15 +508,17 @@ def multi_prefix_convex(context: Context) -> Finding:
     proof = prove(cid)
     claim_errors = [e[0] for e in errors]
     worst, simplex = _worst(claim_errors), _worst([e[1] for e in errors])
-    holds = all(proof.values()) and worst <= TOLERANCE and simplex <= TOLERANCE
+    impl = implementation_checks(items)
+    holds = all(proof.values()) and worst <= TOLERANCE and simplex <= TOLERANCE and impl["holds"]
     numeric = _numeric(items, claim_errors, PREFIX_LENGTHS, {"worst_simplex_violation": simplex})
-    summary = _summary(proof, items, worst, f"; simplex violation {compare(simplex, TOLERANCE)}")
+    summary = _summary(proof, items, worst, f"; simplex violation {compare(simplex, TOLERANCE)}"
+                       + _implementation_summary(impl))
     control = numeric_control(
         "unnormalised_beta", "beta_ik = A^pt_{i,s_k} (not divided by alpha_i)", [e[2] for e in errors],
         "given the true identity, this variant's error is alpha_i (1 - alpha_i) |sum_k beta_ik v_k|: with "
         "prefix mass alpha_i near 0 or 1 on every query, or prefix values averaging to ~0, it would pass "
         "and the control would stand", REFUTATIONS[cid]())
-    return Finding(_evidence(holds, summary, proof, numeric), (control,))
+    return Finding(_evidence(holds, summary, proof, numeric, {"implementations": impl}), (control,))
 
 
 SOFT_SCOPE = ("sympy: one head with Linear biases and the causal mask, block matrices at symbolic n_S, n, d, "
@@ -403,14 +539,16 @@ def soft_prompt_is_prefix(context: Context) -> Finding:
     # "in deeper layers they differ": on every random instance, by more than CONTROL_MIN_ERROR,
     # and symbolically (the block steps fail at symbolic sizes once the prefix rows carry S + O)
     differ = least_2 > CONTROL_MIN_ERROR and deeper["refuted"]
-    holds = all(proof.values()) and worst <= TOLERANCE and differ
+    impl = implementation_checks(items)
+    holds = all(proof.values()) and worst <= TOLERANCE and differ and impl["holds"]
     numeric = _numeric(items, claim_errors, PREFIX_LENGTHS, {
         "model": "2 pre-norm blocks: attention + residual + ReLU MLP + residual; the prefix at positions "
                  "0..n_S-1, content at n_S..n_S+n-1 in both methods"})
     block_2_measured = {**_errors_measured(block_2), "criterion": f"min |diff| over every instance > "
                         f"{CONTROL_MIN_ERROR:g}, and the symbolic block steps fail for prefix rows S + O",
                         "symbolic": deeper, "holds": bool(differ)}
-    summary = _summary(proof, items, worst, f" in block 1; block 2 differs by min {compare(least_2, CONTROL_MIN_ERROR, below=False)}")
+    summary = _summary(proof, items, worst, f" in block 1; block 2 differs by min "
+                       f"{compare(least_2, CONTROL_MIN_ERROR, below=False)}" + _implementation_summary(impl))
     controls = (
         numeric_control(
             "prefix_keys_without_norm",
@@ -428,4 +566,5 @@ def soft_prompt_is_prefix(context: Context) -> Finding:
             "wrong prefix would pass and the control would stand", applies_to="instances with RoPE"),
     )
     return Finding(_evidence(holds, summary, proof, numeric,
-                             {"symbolic_scope": SOFT_SCOPE, "block_2_differs": block_2_measured}), controls)
+                             {"symbolic_scope": SOFT_SCOPE, "block_2_differs": block_2_measured,
+                              "implementations": impl}), controls)

@@ -22,7 +22,6 @@ CAPACITY = "petrov.sec3.capacity"
 SCALING = "petrov.sec4.content-scaling"
 BIAS = "petrov.sec4.output-bias"
 SOFT = "petrov.sec4.soft-prompt-is-prefix-in-layer-1"
-EQ7 = "petrov.sec4.finetune-changes-attention"
 
 
 def _virtual_without_position(original: Any, rng: np.random.Generator) -> Any:
@@ -152,10 +151,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "the torch causal mask lets query i see key i+1", THM2,
            edit(".tril(n_prefix)", ".tril(n_prefix + 1)")),
     mutant("torch.scale.ignored", "dropped factor", f"{TM}:AttentionLayer.forward",
-           "the torch module ignores attention_scale", EQ7,
+           "the torch module ignores attention_scale", SCALING,
            edit("scores = self.attention_scale * (q @ k.transpose(-1, -2))", "scores = (q @ k.transpose(-1, -2))")),
     mutant("torch.key.no-bias", "dropped term", f"{TM}:AttentionLayer.forward",
-           "torch keys lose b_K", EQ7,
+           "torch keys lose b_K", SCALING,
            edit('k = torch.einsum("bnd,hde->bhne", x, self.W_K) + self.b_K[:, None, :]',
                 'k = torch.einsum("bnd,hde->bhne", x, self.W_K)')),
     mutant("torch.mlp.gelu", "wrong nonlinearity", f"{TM}:MLPLayer.forward",
