@@ -40,7 +40,7 @@ from constructions.oymak.data import MixtureKnobs, MixtureSample, sample_mixture
 from constructions.oymak.models import fit_restarts, forward, param_shapes, second_moment, zero_one_error
 from theorems import oymak as th
 from verify.checks.oymak.stats import (FLOOR_TOLERANCE, SEPARATION_MARGIN, Z_CLOSED_FORM, Z_COMPARE, chance_test,
-                                       floor_reached, se_of_rate, separated, separated_from_bound)
+                                       floor_reached, replicate_search_control, se_of_rate, separated, separated_from_bound)
 from verify.protocol import Control, Evidence, Finding, Rung, compare
 from verify.registry import Context, check
 
@@ -345,17 +345,13 @@ def check_c1(context: Context) -> Finding:
                 measured=relax_sparse, refuted=not relax_sparse["at_chance"],
                 could_fail_because="a relaxation that cannot classify at all (a feature bug, a solver that returns "
                                    "0) would be 'at chance' everywhere, making the Q = 0 result vacuous"),
-        Control("replicate_search",
-                wrong_variant=f"each model 'separated' from an independent replicate of its own search "
-                              f"({knob_label(SPARSE)})",
-                criterion=f"separation criterion (gap > {SEPARATION_MARGIN:g} + {Z_COMPARE:g} paired SE): refuted iff "
-                          "it separates no model from its replicate in either direction",
-                measured=replicate,
-                refuted=not any(r["original better"]["separated"] or r["replicate better"]["separated"]
-                                for r in replicate.values()),
-                could_fail_because="if the searches' outcome varied with the data and inits by more than the margin, "
-                                   "a model would be 'separated' from itself: the margin would not cover the "
-                                   "optimisation uncertainty it is meant to cover"),
+        replicate_search_control(
+            replicate,
+            wrong_variant=f"each model 'separated' from an independent replicate of its own search "
+                          f"({knob_label(SPARSE)})",
+            could_fail_because="if the searches' outcome varied with the data and inits by more than the margin, "
+                               "a model would be 'separated' from itself: the margin would not cover the "
+                               "optimisation uncertainty it is meant to cover"),
         Control("head_short_of_floor",
                 wrong_variant=f"uniform attention with a head rotated until its exact error is the floor + "
                               f"{SHORT_OF_FLOOR:g}",

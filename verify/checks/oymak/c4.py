@@ -23,7 +23,7 @@ from constructions.oymak.data import DigitSequences, digit_pools, digit_sequence
 from constructions.oymak.models import (AttentionModel, fit_restarts, fit_restarts_adam, forward, pa_attention,
                                         param_shapes, zero_one_error)
 from verify.checks.oymak.stats import (FLOOR_TOLERANCE, SEPARATION_MARGIN, Z_COMPARE, floor_reached, mean_se,
-                                       se_of_rate, separated)
+                                       replicate_search_control, se_of_rate, separated)
 from verify.protocol import Control, Evidence, Finding, Rung, Skipped, compare
 from verify.registry import QUICK_SKIP, Context, check
 
@@ -177,14 +177,10 @@ def check_c4(context: Context) -> Finding | Skipped:
                 could_fail_because="a random direction in pixel space can correlate with the 3/8 strokes (or any "
                                    "large-norm prompt could concentrate attention on bright images); then the "
                                    "attention test would credit attention that prompt-tuning did not learn"),
-        Control("replicate_search",
-                wrong_variant=f"each of {list(REPLICATED)} 'separated' from an independent replicate of its own search",
-                criterion=f"separation criterion (gap > {SEPARATION_MARGIN:g} + {Z_COMPARE:g} paired SE): refuted iff it "
-                          "separates no model from its replicate in either direction",
-                measured=replicate,
-                refuted=not any(r["original better"]["separated"] or r["replicate better"]["separated"]
-                                for r in replicate.values()),
-                could_fail_because="if a search's outcome varied with the training sequences and inits by more than "
-                                   "the margin, PA's gaps could be search luck rather than a difference of models"),
+        replicate_search_control(
+            replicate,
+            wrong_variant=f"each of {list(REPLICATED)} 'separated' from an independent replicate of its own search",
+            could_fail_because="if a search's outcome varied with the training sequences and inits by more than "
+                               "the margin, PA's gaps could be search luck rather than a difference of models"),
     )
     return Finding(evidence, controls)

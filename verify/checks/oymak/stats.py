@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from verify.protocol import Control
+
 # 4 standard errors for "a measurement agrees with a closed form / predicted law": a correct
 # formula fails with probability ~6e-5 per comparison; a formula off by more than ~4 SE is refuted.
 Z_CLOSED_FORM = 4.0
@@ -90,3 +92,18 @@ def mean_se(x: np.ndarray) -> tuple[float, float]:
     """Sample mean and its standard error."""
     x = np.asarray(x, float)
     return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
+
+
+def replicate_search_control(replicate: dict[str, dict[str, Any]], wrong_variant: str,
+                             could_fail_because: str) -> Control:
+    """The control that tests SEPARATION_MARGIN: each model's search against an independent replicate
+    of itself (``replicate[model]`` holds ``separated`` results in both directions, "original better"
+    and "replicate better"); refuted iff no model is separated from its own replicate."""
+    return Control(
+        "replicate_search", wrong_variant,
+        criterion=f"separation criterion (gap > {SEPARATION_MARGIN:g} + {Z_COMPARE:g} paired SE): refuted iff it "
+                  "separates no model from its replicate in either direction",
+        measured=replicate,
+        refuted=not any(r["original better"]["separated"] or r["replicate better"]["separated"]
+                        for r in replicate.values()),
+        could_fail_because=could_fail_because)
