@@ -5,7 +5,9 @@ A claim that does not reproduce is reported as failing (exit 1), with its eviden
 with the reason, in .ci/expected_failures.txt. CI passes when the main job ran (exit 0 or 1, never 2
 or a crash), no claim errored, and the failing claims are EXACTLY the listed ones: an unlisted
 failure fails CI, and so does a listed claim that now passes (strict, like pytest's xfail(strict)),
-so the list and the notes cannot go stale.
+so the list and the notes cannot go stale. A passing claim must also reach the rung its record
+promises (``rung == evidence_kind``): a check that silently fell to a weaker rung (a sympy step
+that no longer holds, a certificate replaced by a search) fails CI even though its verdict is a pass.
 
     python .ci/check_report.py REPORT.json EXIT_CODE
 """
@@ -41,6 +43,10 @@ def main(report_path: str, exit_code: str) -> int:
     if expected - failed - set(unknown):
         problems.append(f"listed as failing but passed or skipped (update .ci/expected_failures.txt and the notes): "
                         f"{', '.join(sorted(expected - failed - set(unknown)))}")
+    weaker = sorted(f"{c['id']} (reached {c['rung']}, promised {c['evidence_kind']})" for c in claims
+                    if c["status"] == "pass" and c["rung"] != c["evidence_kind"])
+    if weaker:
+        problems.append(f"passing claims not at the rung their record promises: {', '.join(weaker)}")
     if unknown:
         problems.append(f"listed claims that do not exist: {', '.join(unknown)}")
     if (exit_code == "1") != bool(failed):

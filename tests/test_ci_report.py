@@ -20,9 +20,13 @@ def expected(tmp_path, monkeypatch):
     monkeypatch.setattr(check_report, "EXPECTED", path)
 
 
-def report(tmp_path, **statuses) -> str:
+def report(tmp_path, rungs: dict[str, str] | None = None, **statuses) -> str:
+    """A report whose claims promise ``symbolic`` and reach it, unless ``rungs`` says otherwise."""
     path = tmp_path / "report.json"
-    path.write_text(json.dumps({"claims": [{"id": k.replace("_", "."), "status": v} for k, v in statuses.items()]}))
+    rungs = rungs or {}
+    path.write_text(json.dumps({"claims": [
+        {"id": k.replace("_", "."), "status": v, "evidence_kind": "symbolic", "rung": rungs.get(k, "symbolic")}
+        for k, v in statuses.items()]}))
     return str(path)
 
 
@@ -42,6 +46,16 @@ def test_errors_usage_exits_and_inconsistent_exit_codes_fail_ci(tmp_path, expect
     assert check_report.main(report(tmp_path, claim_a="error", claim_b="fail"), "1") == 1
     assert check_report.main(report(tmp_path, claim_a="pass", claim_b="fail"), "2") == 1
     assert check_report.main(report(tmp_path, claim_a="pass", claim_b="fail"), "0") == 1
+
+
+def test_a_passing_claim_at_another_rung_than_promised_fails_ci(tmp_path, expected, capsys):
+    path = report(tmp_path, rungs={"claim_a": "randomized"}, claim_a="pass", claim_b="fail")
+    assert check_report.main(path, "1") == 1
+    assert "claim.a (reached randomized, promised symbolic)" in capsys.readouterr().out
+
+
+def test_a_failing_claim_may_stop_below_its_promised_rung(tmp_path, expected):
+    assert check_report.main(report(tmp_path, rungs={"claim_b": "randomized"}, claim_a="pass", claim_b="fail"), "1") == 0
 
 
 def test_the_committed_list_names_existing_claims():

@@ -17,7 +17,7 @@ from theorems.claims import CLAIMS
 from verify.cli import main
 from verify.registry import CHECKS
 
-EVIDENCE_KINDS = {"symbolic", "certificate", "convex", "randomized", "trained"}
+EVIDENCE_KINDS = {"symbolic", "certificate", "convex", "randomized", "trained", "measured"}
 CLAIM_KEYS = {"id", "paper", "section", "statement", "evidence_kind", "status", "rung", "reasons", "evidence", "control",
               "seconds"}
 
@@ -165,6 +165,7 @@ def test_run_writes_the_design_json_schema_and_exits_0(cheap_report):
         assert (item["paper"], item["section"], item["statement"], item["evidence_kind"]) == (
             record.paper, record.section, record.statement, record.evidence_kind)
         assert item["status"] == "pass"
+        assert item["rung"] == item["evidence_kind"]  # the rung the record promises was reached
         assert isinstance(item["evidence"], dict) and item["evidence"]
         assert isinstance(item["control"], dict) and item["control"]  # a negative control was run
         assert isinstance(item["seconds"], (int, float)) and item["seconds"] >= 0

