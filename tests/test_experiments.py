@@ -11,6 +11,7 @@ import torch
 
 from constructions.torch_threads import torch_threads
 from tests.cli_helpers import assert_usage_error, cli
+from tests.synthetic_training import learning
 from verify.experiments import records
 from verify.experiments.experiments import run_experiment
 from verify.experiments.gpt import (GPT, GPTConfig, LoRALinear, add_lora, add_prefix, add_soft_prompt,
@@ -260,14 +261,16 @@ def test_lora_at_initialisation_is_exactly_the_pretrained_function():
     assert torch.equal(base(x), lora(x))
 
 
-def descending_record(seed, prefix=0.0, finetuned=0.85, start=0.02, recovered=0.9, pre_desc=0.0):
+def descending_record(seed, prefix=0.0, finetuned=0.85, start=0.02, recovered=0.9, pre_desc=0.0,
+                      not_converged=(), caps=None):
     acc = {"pretrained": {"ascending": 0.9, "descending": pre_desc},
            "finetuned": {"ascending": 0.0, "descending": finetuned},
            "prefix": {"ascending": start, "descending": prefix}, "recover_prefix": {"ascending": recovered}}
     training = {s: {"final_loss": 0.1} for s in ("prefix", "finetune", "recover_prefix")}
     return {"seed": seed, "scale": "cpu", "path": "x", "reused": True,
             "config": {"stages": {"prefix": {"iters": 8000, "lr": 5e-4}}},
-            "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1}, "training": training}}
+            "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1}, "training": training,
+                        **learning({"prefix": 3000, "finetune": 2000, "recover_prefix": 3000}, not_converged, caps)}}
 
 
 def runner_result(claim_id: str, experiment: str, records: list[dict]):

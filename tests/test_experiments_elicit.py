@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tests.synthetic_training import learning
+
 from constructions.torch_threads import torch_threads
 from verify.experiments import records
 from verify.experiments.experiments import run_experiment
@@ -89,7 +91,8 @@ def _synthetic(seed, diagonal, off, pretrained=0.25, control=0.0, init_diagonal=
     training = {"pretrain": {"final_loss": 0.3}, "control_prefix_double_hist": {"final_loss": 1.5},
                 **{f"prefix_{t}": {"final_loss": 0.1} for t in MIXTURE}}
     return {"seed": seed, "scale": "cpu", "path": "x", "reused": True,
-            "metrics": {"accuracy": acc, "parameters": {"prefix": 128, "model": 1}, "training": training}}
+            "metrics": {"accuracy": acc, "parameters": {"prefix": 128, "model": 1}, "training": training,
+                        **learning({name: 800 for name in training if name != "pretrain"})}}
 
 
 def test_verdict_on_synthetic_records():

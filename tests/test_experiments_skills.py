@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.synthetic_training import learning
+
 from constructions.torch_threads import torch_threads
 from theorems.claims import claim
 from verify.checks import petrov_sec5_skills as checks
@@ -139,7 +141,7 @@ def test_ci_pipeline_end_to_end_feeds_every_verdict(tmp_path):
 
 def record(sai=0.6, dh=0.01, lora=0.9, pre_sai=0.0, pre_dh=0.0, lora_params=768, prefix_spread=0.02,
            content_spread=0.5, real=8, virtual=200, tiny=1, identical=True, random_sai=0.0, dh_on_asc=0.01,
-           recovered=0.9, seed=0) -> dict:
+           recovered=0.9, seed=0, not_converged=(), caps=None, lora_mixture=0.0) -> dict:
     """A skills record; spreads are stored as the experiment stores them: means over the 48 prefix
     and 10 content positions."""
     spread = {"prefix_positions": 48, "content_positions": 10,
@@ -151,7 +153,7 @@ def record(sai=0.6, dh=0.01, lora=0.9, pre_sai=0.0, pre_dh=0.0, lora_params=768,
         "accuracy": {"pretrained": {"ascending_add1": pre_sai, "double_hist": pre_dh, "ascending": 0.2, "add1": 0.2},
                      "prefix_ascending_add1": {"ascending_add1": sai, "ascending": 0.0, "add1": 0.0},
                      "prefix_double_hist": {"double_hist": dh, "ascending": dh_on_asc},
-                     "lora_double_hist": {"double_hist": lora},
+                     "lora_double_hist": {"double_hist": lora, "ascending": lora_mixture, "add1": lora_mixture},
                      "recover_prefix_ascending": {"ascending": recovered},
                      "random_prefix_ascending_add1": {"ascending_add1": random_sai}},
         "token_accuracy": {"prefix_ascending_add1": {"ascending_add1": 0.9}, "prefix_double_hist": {"double_hist": 0.4},
@@ -160,6 +162,8 @@ def record(sai=0.6, dh=0.01, lora=0.9, pre_sai=0.0, pre_dh=0.0, lora_params=768,
         "training": {name: {"final_loss": 0.1} for name in
                      ("pretrain", "prefix_ascending_add1", "prefix_double_hist", "lora_double_hist",
                       "recover_prefix_ascending")},
+        **learning({"prefix_ascending_add1": 4000, "prefix_double_hist": 2500, "lora_double_hist": 4000,
+                    "recover_prefix_ascending": 4000}, not_converged, caps),
         "spread": {"prefix_ascending_add1": spread, "prefix_double_hist": spread},
         "capacity": {"vocab_size": 10, "virtual_tokens": 2000, "virtual_scale": 1.0, "real_distinct": real,
                      "virtual_distinct": virtual, "tiny_virtual_distinct": tiny, "tiny_virtual_scale": 1e-3,

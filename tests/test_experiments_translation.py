@@ -9,6 +9,8 @@ import json
 import pytest
 import torch
 
+from tests.synthetic_training import learning
+
 from constructions.torch_threads import torch_threads
 from theorems.claims import claim
 from verify.experiments import lexicon as lx
@@ -160,7 +162,7 @@ def test_ci_pipeline_end_to_end(tmp_path):
 
 
 def _synthetic(seed, lora=0.9, prefix=0.01, pretrained=0.99, start=0.0, recovered=0.95, finetuned=0.97,
-               pretrained_b=0.0, lora_params=4096):
+               pretrained_b=0.0, lora_params=4096, not_converged=(), caps=None):
     acc = {"pretrained": {"A": pretrained, "B": pretrained_b}, "finetuned": {"A": 0.1, "B": finetuned},
            "prefix": {"A": start, "B": prefix}, "lora": {"A": 0.0, "B": lora}, "recover_prefix": {"A": recovered}}
     kinds = {m: {"B cognate": 0.5, "B arbitrary": 0.5} for m in ("pretrained", "finetuned", "prefix", "lora")}
@@ -168,7 +170,9 @@ def _synthetic(seed, lora=0.9, prefix=0.01, pretrained=0.99, start=0.0, recovere
     return {"seed": seed, "scale": "cpu", "path": "x", "reused": True,
             "config": {"stages": {"prefix": {"iters": 1200, "lr": 1e-2}}},
             "metrics": {"accuracy": acc, "by_kind": kinds, "training": training,
-                        "parameters": {"prefix": 4096, "lora": lora_params, "full_finetune": 10**5}}}
+                        "parameters": {"prefix": 4096, "lora": lora_params, "full_finetune": 10**5},
+                        **learning({"finetune": 400, "prefix": 900, "lora": 1000, "recover_prefix": 1200},
+                                   not_converged, caps or {"prefix": 1200, "lora": 1000, "finetune": 400})}}
 
 
 def test_verdict_on_synthetic_records():

@@ -12,6 +12,7 @@ from verify.cli import main
 from verify.experiments import records
 from verify.experiments.schedule import RunFailed, RunId, Training, lpt_makespan, needed_runs, prepare_runs
 from verify.registry import CHECKS, TRAININGS, Context, run_claim
+from tests.synthetic_training import learning
 
 SKILLS_CLAIMS = ("petrov.sec5.combines-skills", "petrov.sec5.double-histogram-not-learnable",
                  "petrov.sec6.lora-learns-double-histogram", "petrov.appB.prefix-attention-spread",
@@ -62,7 +63,8 @@ def test_a_check_reads_the_prepared_records_and_trains_nothing(monkeypatch):
     losses = {stage: {"final_loss": 1.0} for stage in ("prefix", "finetune", "recover_prefix")}
     prepared = {RunId("descending", "cpu", s): {
         "seed": s, "scale": "cpu", "path": f"prepared-{s}", "reused": False,
-        "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1}, "training": losses}}
+        "metrics": {"accuracy": acc, "parameters": {"prefix": 96, "full_finetune": 1}, "training": losses,
+                    **learning({"prefix": 3000, "finetune": 2000, "recover_prefix": 3000})}}
         for s in (7, 8, 9)}
     finding = CHECKS["petrov.sec5.descending-not-learnable"](Context(seed=7, prepared_runs=prepared))
     assert finding.evidence.details["records"] == ["prepared-7", "prepared-8", "prepared-9"]

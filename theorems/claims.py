@@ -303,6 +303,27 @@ CLAIMS: tuple[Claim, ...] = (
         evidence_kind="trained",
     ),
     Claim(
+        id="petrov.discussion.forgetting",
+        paper=PETROV,
+        section="Discussion (authors' reply to the reviews)",
+        statement=("LoRA and full fine-tuning degrade the tasks the model was pretrained on, while a prefix "
+                   "cannot: removing the prefix restores the pretrained model exactly (authors' reply: 'LoRA and "
+                   "full fine-tuning can result in catastrophic forgetting ... prefix-tuning and prompting are "
+                   "much less likely to exhibit such effects')."),
+        assumptions=(
+            "our formalization (the reply gives no experiment): measured on the models the descending, skills "
+            "and translation experiments already train, cpu scale, 3 seeds; the rivals are full fine-tuning "
+            "(descending: on descending; translation: on B) and LoRA (skills: on double_hist; translation: "
+            "on B)",
+            "degradation = mean over the pretraining tasks (ascending; the four mixture tasks; language A) of "
+            "exact match before minus after adaptation; holds when it exceeds 10 points for every rival on "
+            "every seed AND, on every experiment and seed, the prefix model with its prefix removed has every "
+            "weight of the pretrained model bit for bit and the same logits (max |difference| = 0) on the "
+            "pretraining tasks' held-out inputs",
+        ),
+        evidence_kind="trained",
+    ),
+    Claim(
         id="petrov.appC.translation-needs-lora",
         paper=PETROV,
         section="App. C (authors' reply to the reviews; branch memory_capacity)",

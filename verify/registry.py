@@ -19,6 +19,18 @@ from verify.result import ClaimResult
 
 
 @dataclass(frozen=True)
+class Trainings:
+    """Several experiments' runs that one check rests on (e.g. petrov.discussion.forgetting reads
+    the descending, skills and translation runs): ``runs`` is their union, as for one Training, so
+    the CLI schedules them with the rest; a check bound to it receives {experiment: records}."""
+
+    members: tuple[Training, ...]
+
+    def runs(self, first_seed: int) -> list[RunId]:
+        return [run for training in self.members for run in training.runs(first_seed)]
+
+
+@dataclass(frozen=True)
 class Context:
     """What every check receives: the run's seed and whether training claims are skipped.
 
@@ -34,8 +46,11 @@ class Context:
     model_dir: Path | None = None
     prepared_runs: Mapping[RunId, dict | RunFailed] = field(default_factory=dict, compare=False, repr=False)
 
-    def training_records(self, training: Training) -> list[dict]:
-        """The records of ``training``'s runs for this context's seeds (prepared, else made current now)."""
+    def training_records(self, training: Training | Trainings) -> list[dict] | dict[str, list[dict]]:
+        """The records of ``training``'s runs for this context's seeds (prepared, else made current
+        now); for Trainings, a dict experiment -> its records."""
+        if isinstance(training, Trainings):
+            return {t.experiment: records_for(self.prepared_runs, t, self.seed, self.retrain) for t in training.members}
         return records_for(self.prepared_runs, training, self.seed, self.retrain)
 
     def rng(self, claim_id: str) -> np.random.Generator:
@@ -48,7 +63,7 @@ class Context:
 CheckFn = Callable[[Context], "Finding | Skipped"]
 CHECKS: dict[str, CheckFn] = {}
 CONTROLS: dict[str, tuple[str, ...]] = {}  # claim id -> the names of the controls its check runs
-TRAININGS: dict[str, Training] = {}  # claim id -> the training runs its check rests on
+TRAININGS: dict[str, Training | Trainings] = {}  # claim id -> the training runs its check rests on
 
 
 def check(claim_id: str, controls: tuple[str, ...]) -> Callable[[CheckFn], CheckFn]:
@@ -68,10 +83,10 @@ def check(claim_id: str, controls: tuple[str, ...]) -> Callable[[CheckFn], Check
     return register
 
 
-RecordVerdict = Callable[[list[dict]], Finding]
+RecordVerdict = Callable[[list[dict]], Finding] | Callable[[dict[str, list[dict]]], Finding]
 
 
-def training_check(claim_id: str, training: Training,
+def training_check(claim_id: str, training: Training | Trainings,
                    controls: tuple[str, ...]) -> Callable[[RecordVerdict], RecordVerdict]:
     """Bind a verdict on run records to a claim id: the check skips under --quick, else passes the
     verdict the records of ``training`` (seeds context.seed, context.seed + 1, ...). The CLI reads
@@ -80,7 +95,9 @@ def training_check(claim_id: str, training: Training,
     def register(on_records: RecordVerdict) -> RecordVerdict:
         def run(context: Context) -> Finding | Skipped:
             if context.quick:
-                return Skipped(QUICK_SKIP, {"scale": training.scale, "seeds": training.seeds})
+                members = training.members if isinstance(training, Trainings) else (training,)
+                return Skipped(QUICK_SKIP, {"scale": members[0].scale, "seeds": members[0].seeds,
+                                            "experiments": [t.experiment for t in members]})
             return on_records(context.training_records(training))
 
         run.__doc__ = on_records.__doc__

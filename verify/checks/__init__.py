@@ -3,6 +3,7 @@
 from verify.checks import (  # noqa: F401
     oymak,
     petrov_appC,
+    petrov_forgetting,
     petrov_sec3,
     petrov_sec4,
     petrov_sec4_finetune,

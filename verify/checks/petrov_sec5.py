@@ -9,6 +9,9 @@ on EVERY seed:
   A[prefix][descending]     <  PREFIX_MAX     (paper 0.00%; 5 points leave room for chance hits)
   A[finetuned][descending]  >  FINETUNE_MIN   (paper 84.91%; the cpu scale trains 5x fewer steps)
   A[pretrained][ascending]  >  SKILL_MIN      (precondition: the skill the prefix could reuse exists)
+  the prefix converged (its held-out loss plateaued under the convergence rule before its cap), and
+  its cap is at least full fine-tuning's (verify/checks/convergence.py): "cannot learn" needs a
+  prefix trained until it stopped improving, at a budget no smaller than the rival's
 
 Controls (each can come out either way whatever the pass condition says):
 
@@ -38,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from verify.checks import convergence
 from verify.experiments.scales import PAPER_NUMBERS
 from verify.experiments.schedule import Training
 from verify.protocol import Control, Evidence, Finding, Rung, compare
@@ -108,12 +112,17 @@ def descending_verdict(runs: list[dict]) -> Finding:
     prefix = [a["prefix"]["descending"] for a in acc]
     finetuned = [a["finetuned"]["descending"] for a in acc]
     skill = [a["pretrained"]["ascending"] for a in acc]
-    holds = not_learnable(prefix) and all(f > FINETUNE_MIN for f in finetuned) and all(s > SKILL_MIN for s in skill)
+    adapters = {"prefix": "prefix", "full fine-tuning": "finetune", "recovery prefix": "recover_prefix"}
+    budget_ok = convergence.plateaued(runs, "prefix") and convergence.cap_at_least(runs, "prefix", "finetune")
+    holds = (not_learnable(prefix) and all(f > FINETUNE_MIN for f in finetuned) and all(s > SKILL_MIN for s in skill)
+             and budget_ok)
     params = runs[0]["metrics"]["parameters"]
     reused = sum(r["reused"] for r in runs)
     text = (f"{len(runs)} seeds ({runs[0]['scale']} scale, {reused} from records): prefix on descending max "
             f"{compare(max(prefix), PREFIX_MAX)}, full fine-tuning min {compare(min(finetuned), FINETUNE_MIN, below=False)}, "
-            f"pretrained ascending min {compare(min(skill), SKILL_MIN, below=False)}; paper 0.00% vs 84.91%")
+            f"pretrained ascending min {compare(min(skill), SKILL_MIN, below=False)}; paper 0.00% vs 84.91%; "
+            f"{convergence.describe(runs, adapters)}; prefix cap >= full fine-tuning's: "
+            f"{convergence.cap_at_least(runs, 'prefix', 'finetune')}")
     details = {
         **provenance(runs),
         "thresholds": {"prefix_max": PREFIX_MAX, "finetune_min": FINETUNE_MIN, "skill_min": SKILL_MIN},
@@ -126,6 +135,8 @@ def descending_verdict(runs: list[dict]) -> Finding:
         "trainable_parameters": {"prefix": params["prefix"], "full_finetune": params["full_finetune"]},
         "prefix_final_loss": [r["metrics"]["training"]["prefix"]["final_loss"] for r in runs],
         "finetune_final_loss": [r["metrics"]["training"]["finetune"]["final_loss"] for r in runs],
+        "convergence": convergence.details(runs, adapters),
+        "prefix_plateaued_and_cap_fair": budget_ok,
     }
     budget = runs[0].get("config", {}).get("stages", {}).get("prefix", {})
     recovered = recovery([a["prefix"]["ascending"] for a in acc], [a["recover_prefix"]["ascending"] for a in acc],

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from verify.checks import convergence
 from verify.checks.petrov_sec5 import provenance, summary
 from verify.experiments.elicit import init_row
 from verify.experiments.scales import PAPER_NUMBERS
@@ -86,10 +87,12 @@ def elicit_verdict(runs: list[dict]) -> Finding:
     matrix = {f"{m} {u}": summary([a[m][u] for a in acc])
               for m in ("pretrained", *(f"prefix_{t}" for t in MIXTURE)) for u in MIXTURE}
     params = runs[0]["metrics"]["parameters"]
+    adapters = {**{f"{t} prefix": f"prefix_{t}" for t in MIXTURE}, f"{CONTROL_TASK} prefix": CONTROL_ROW}
     text = (f"{len(runs)} seeds ({runs[0]['scale']} scale, {reused} from records): each task's prefix "
             f"min {compare(min_diag, DIAGONAL_MIN, below=False)} on its task, max "
             f"{compare(max_off, OFF_DIAGONAL_MAX)} on the others, pretrained below the prefix on every task: "
-            f"{all(s['above_pretrained'] for s in per_seed)}; paper diagonal min 0.8372, off-diagonal max 0.0066")
+            f"{all(s['above_pretrained'] for s in per_seed)}; paper diagonal min 0.8372, off-diagonal max 0.0066; "
+            f"{convergence.describe(runs, adapters)}")
     details = {
         **provenance(runs),
         "thresholds": {"diagonal_min": DIAGONAL_MIN, "off_diagonal_max": OFF_DIAGONAL_MAX,
@@ -101,6 +104,7 @@ def elicit_verdict(runs: list[dict]) -> Finding:
         "prefix_final_loss": {t: [r["metrics"]["training"][f"prefix_{t}"]["final_loss"] for r in runs]
                               for t in MIXTURE},
         "pretrain_final_loss": [r["metrics"]["training"]["pretrain"]["final_loss"] for r in runs],
+        "convergence": convergence.details(runs, adapters),
     }
     controls = (
         Control(

@@ -16,7 +16,7 @@ Metrics: the cross-evaluation matrix
 for m in {pretrained, prefix_<t>} and u in MIXTURE (the paper's cell-10 table), plus
 A[control_prefix_double_hist][double_hist] and A[init_prefix_t][u] (the same matrix for the
 untrained prefixes); trainable parameter counts; per-stage steps/s,
-seconds and losses.
+seconds and losses; curves and convergence of every prefix stage (experiments.py).
 
 The claim "a prefix elicits each pretrained task" reads: A[prefix_t][t] is high for every t while
 A[prefix_t][u] ~ 0 for u != t (the prefix *selects* one skill of the mixture model) and
@@ -83,7 +83,7 @@ def elicit(config: dict, seed: int, device: str = "cpu", directory: Path | None 
     full = copy.deepcopy(pretrained)
     unfreeze_all(full)
     return {"accuracy": accuracy, "parameters": {"model": count_parameters(full), "prefix": prefix_params},
-            "training": run.timings}
+            "training": run.timings, **run.learning()}
 
 
 EXPERIMENT_FUNCTIONS["elicit"] = elicit

@@ -3,7 +3,9 @@
 * attention maps: layer-1 attention of the pretrained, fully fine-tuned and prefix-tuned models on
   the same input (rows = query positions, columns = key positions, tokens on the axes);
 * accuracy table: mean exact match over seeds (bars) with every seed's value (dots), beside the
-  paper's single-seed numbers.
+  paper's single-seed numbers;
+* learning curves: every adapter stage's held-out and training loss and exact match per seed, with
+  where the convergence rule stopped it or it hit its cap.
 """
 
 from __future__ import annotations
@@ -96,3 +98,43 @@ def redraw_main(name: str, draw: Callable[[list[dict], Path, str], list[Path]], 
     for path in draw(runs, args.out, "" if args.scale == "cpu" else f"_{args.scale}"):
         print(f"wrote {path}")
     return 0
+
+
+def learning_curves(runs: list[dict], title: str, path: Path) -> Path:
+    """One panel per adapter stage: held-out loss (solid) and training loss (dashed, mean over the
+    E steps before each point) on a log axis, teacher-forced exact match (dotted, right axis), one
+    colour per seed; a cross marks where the convergence rule stopped a stage, a bar where it hit
+    its cap still improving."""
+    stages = list(runs[0]["metrics"]["curves"])
+    columns = min(3, len(stages))
+    rows = -(-len(stages) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.6 * rows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, stage in zip(axes.flat, stages, strict=False):
+        right = ax.twinx()
+        for k, run in enumerate(runs):
+            curve, state = run["metrics"]["curves"][stage], run["metrics"]["convergence"][stage]
+            c = colours[k % len(colours)]
+            steps = np.asarray(curve["step"])
+            ax.plot(steps, curve["heldout_loss"], color=c, lw=1.4, label=f"seed {run['seed']}")
+            train = [(s, v) for s, v in zip(curve["step"], curve["train_loss"], strict=True) if v is not None]
+            if train:
+                ax.plot(*zip(*train, strict=True), color=c, lw=0.9, ls="--")
+            right.plot(steps, curve["exact"], color=c, lw=1.0, ls=":")
+            ax.plot(steps[-1], curve["heldout_loss"][-1], marker="x" if state["converged"] else "|",
+                    color=c, ms=10, mew=2)
+        cap = runs[0]["metrics"]["convergence"][stage]["cap"]
+        done = sum(r["metrics"]["convergence"][stage]["converged"] for r in runs)
+        ax.set_yscale("log")
+        ax.set_xlim(0, cap)
+        right.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{stage}: converged {done}/{len(runs)} (cap {cap})", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (held-out solid, train dashed)", fontsize=8)
+        right.set_ylabel("exact match (dotted)", fontsize=8)
+    for ax in list(axes.flat)[len(stages):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

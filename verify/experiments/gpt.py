@@ -42,6 +42,7 @@ of such a layer is (B, H, T, n_S + T): content queries, then prefix keys first.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -249,6 +250,13 @@ def add_soft_prompt(model: GPT, n_prefix: int, generator: torch.Generator) -> nn
     values = torch.randn(n_prefix, model.config.n_embd, generator=generator, dtype=w.dtype)  # drawn on the CPU
     model.soft_prompt = nn.Parameter(values.to(w.device))
     return model.soft_prompt
+
+
+def without_prefix(model: GPT) -> GPT:
+    """A copy of ``model`` with its prefix and soft prompt removed: the frozen model it was added to."""
+    out = copy.deepcopy(model)
+    out.prefix, out.soft_prompt = None, None
+    return out
 
 
 def add_lora(model: GPT, rank: int, targets: tuple[str, ...] = PAPER_LORA_TARGETS,

@@ -65,6 +65,10 @@ def present(name: str, runs: list[dict], console: Console, figures_dir: Path) ->
     seeds = ", ".join(str(r["seed"]) for r in runs)
     written = [figures.accuracy_table(rows, paper, f"{name} ({scale} scale): ours (seeds {seeds}) vs paper",
                                       figures_dir / f"sec5_{name}_accuracy{suffix}.png")]
+    if "curves" in runs[0]["metrics"]:
+        written.append(figures.learning_curves(
+            runs, f"{name} ({scale} scale): learning curves of every adapter (x: converged, |: cap)",
+            figures_dir / f"sec5_{name}_learning{suffix}.png"))
     if "attention" in runs[0]["metrics"]:
         written.append(figures.attention_maps(runs[0], figures_dir / f"sec5_{name}_attention{suffix}.png"))
     if name in EXTRA_FIGURES:

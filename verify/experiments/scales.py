@@ -15,6 +15,8 @@ from __future__ import annotations
 from copy import deepcopy
 from importlib import import_module
 
+from verify.experiments.train import default_rule
+
 SCALES = ("ci", "cpu", "paper")
 
 # --- petrov.sec5.descending-not-learnable (paper notes 4.1, notebook 01) ------------------------
@@ -38,6 +40,18 @@ _DESCENDING_PAPER = {
 }
 
 
+def with_convergence_rules(configs: dict[str, dict]) -> dict[str, dict]:
+    """Every stage but pretraining (prefix, soft prompt, LoRA, full fine-tuning, the controls'
+    prefixes) gets the convergence rule train.default_rule(cap), its ``iters`` becoming the cap:
+    the same rule for every adapter and scale, stated before the runs (notes/experiments.md)."""
+    out = deepcopy(configs)
+    for config in out.values():
+        for name, stage in config["stages"].items():
+            if name != "pretrain":
+                stage["converge"] = default_rule(stage["iters"])
+    return out
+
+
 def _with_iters(config: dict, iters: dict[str, int], eval_examples: int | None = None) -> dict:
     out = deepcopy(config)
     for stage, n in iters.items():
@@ -49,7 +63,7 @@ def _with_iters(config: dict, iters: dict[str, int], eval_examples: int | None =
 
 
 CONFIGS: dict[str, dict[str, dict]] = {
-    "descending": {
+    "descending": with_convergence_rules({
         "paper": _DESCENDING_PAPER,
         # Same model, learning rates and 2 : 1 : 4 step ratio; every stage 5x shorter (the recovery
         # control as long as the descending prefix): at about 55 full / 90 prefix steps/s on one
@@ -58,7 +72,7 @@ CONFIGS: dict[str, dict[str, dict]] = {
                                                "recover_prefix": 8000}),
         "ci": _with_iters(_DESCENDING_PAPER, {"pretrain": 60, "finetune": 30, "prefix": 30,
                                               "recover_prefix": 30}, eval_examples=320),
-    },
+    }),
 }
 
 # --- petrov.sec5.elicits-pretrained-tasks (paper notes 4.2, notebook 02) -------------------------
@@ -96,14 +110,14 @@ def _elicit_scaled(n_embd: int, pretrain: int, pretrain_lr: float, prefix: int, 
     return out
 
 
-CONFIGS["elicit"] = {
+CONFIGS["elicit"] = with_convergence_rules({
     "paper": _ELICIT_PAPER,
     # Width 256 -> 128 (at 256 the 21 evaluations alone take 4 minutes a seed), pretraining 2.5x
     # shorter at 2x the lr, prefixes 30x shorter at lr 1e-2 (at 1e-3, 800 steps of a prefix did not
     # elicit add1 from a model that had it): about 6 minutes a seed. See notes/experiments.md.
     "cpu": _elicit_scaled(128, 8000, 1e-3, 1000, 1e-2),
     "ci": _elicit_scaled(32, 40, 1e-3, 20, 1e-2, eval_examples=320),
-}
+})
 # Experiments whose function lives in a module of their own, which registers it on import. The
 # later modules (skills, translation) also own their configurations and paper numbers: importing
 # them adds CONFIGS[name] and PAPER_NUMBERS[name] (config_for imports them first).

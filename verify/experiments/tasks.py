@@ -137,6 +137,18 @@ def eval_set(task: str, seed: int, n: int = EVAL_EXAMPLES) -> tuple[np.ndarray, 
     return inp, solve(task, inp)
 
 
+MONITOR_EXAMPLES = 512
+
+
+def monitor_set(task: str, seed: int, n_prefix: int, n: int = MONITOR_EXAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out set a stage's convergence rule watches (train.py): n test-split inputs (never
+    trained on) from a generator seeded by (seed, 0x5A11, task), a different draw from eval_set's,
+    as training examples (x, y) (n, n_S + 19)."""
+    tag = int.from_bytes(hashlib.sha256(task.encode()).digest()[:4], "little")
+    inp = sample_inputs(np.random.default_rng([seed, 0x5A11, tag]), n, "test", task)
+    return make_batch(inp, solve(task, inp), n_prefix)
+
+
 def greedy_scores(model: torch.nn.Module, task: str, seed: int, n_prefix: int, n: int = EVAL_EXAMPLES,
                   batch: int = 200) -> tuple[float, float]:
     """(exact match, per-token accuracy) of the 10 greedy tokens on the seeded test set:

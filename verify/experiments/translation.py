@@ -25,7 +25,10 @@ V = 30 it is 66,680 LoRA <= 67,584 prefix parameters (the paper scale keeps it; 
 Metrics: accuracy[model][language] = exact match of the greedy translation over the whole word list
 (lexicon.exact_match), for languages A and B; by_kind[model] = the same on B's cognates and B's
 arbitrary words separately; trainable parameter counts; per-stage timings (Runner); examples of
-the prefix's and LoRA's B translations.
+the prefix's and LoRA's B translations; curves and convergence of every adapter stage (each watches
+the whole word list of its language: there is no held-out word); forgetting: whether removing the
+prefix restores M_0 bit for bit on the A pairs (experiments.restoration; the rivals' A accuracies
+are accuracy[finetuned][A] and accuracy[lora][A]).
 
 Importing this module registers ``translation`` with the record-aware runner and adds its
 configurations and paper numbers to verify.experiments.scales; its records' key covers this file
@@ -40,7 +43,7 @@ from pathlib import Path
 import torch
 
 from verify.experiments import scales
-from verify.experiments.experiments import EXPERIMENT_FUNCTIONS, Runner
+from verify.experiments.experiments import EXPERIMENT_FUNCTIONS, Runner, restoration
 from verify.experiments.gpt import GPT, add_lora, add_prefix, count_parameters, unfreeze_all
 from verify.experiments.lexicon import (
     VOCAB_SIZE,
@@ -49,6 +52,7 @@ from verify.experiments.lexicon import (
     block_size,
     exact_match,
     make_lexicon,
+    sequences,
     translate,
 )
 
@@ -65,6 +69,16 @@ def stream(config: dict, lexicon: Lexicon, stage: str, seed: int) -> LexiconStre
     """The batch stream of ``stage``: its language is the stage's ``task``."""
     spec = config["stages"][stage]
     return LexiconStream(lexicon, spec["task"], seed, config["n_prefix"], spec.get("batch_size", 64))
+
+
+def monitor(config: dict, lexicon: Lexicon, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a stage's convergence rule watches: every pair of the stage's language (the task is the
+    word list itself, so there is no held-out word; in eval() mode, without dropout)."""
+    return sequences(lexicon.pairs(config["stages"][stage]["task"]), config["n_prefix"])
+
+
+def _train(run: Runner, model: GPT, name: str, config: dict, lexicon: Lexicon, seed: int) -> None:
+    run.stage(model, name, stream=stream(config, lexicon, name, seed), monitor=monitor(config, lexicon, name))
 
 
 def lora_parameters(n_layer: int, n_embd: int, rank: int, targets: tuple[str, ...], vocab: int = VOCAB_SIZE) -> int:
@@ -89,17 +103,17 @@ def translation(config: dict, seed: int, device: str = "cpu", directory: Path | 
     finetuned = copy.deepcopy(pretrained)
     unfreeze_all(finetuned)
     full_params = count_parameters(finetuned)
-    run.stage(finetuned, "finetune", stream=stream(config, lexicon, "finetune", seed))
+    _train(run, finetuned, "finetune", config, lexicon, seed)
     generator = torch.Generator().manual_seed(seed)
     prefixed = copy.deepcopy(pretrained)
     add_prefix(prefixed, n_prefix, generator)
-    run.stage(prefixed, "prefix", stream=stream(config, lexicon, "prefix", seed))
+    _train(run, prefixed, "prefix", config, lexicon, seed)
     lora = copy.deepcopy(pretrained)
     torch.manual_seed(seed)  # LoRA's A init draws from the global generator
     wrapped = add_lora(lora, config["lora"]["rank"], tuple(config["lora"]["targets"]))
-    run.stage(lora, "lora", stream=stream(config, lexicon, "lora", seed))
+    _train(run, lora, "lora", config, lexicon, seed)
     recovered = copy.deepcopy(prefixed)  # starts at the trained B prefix
-    run.stage(recovered, "recover_prefix", stream=stream(config, lexicon, "recover_prefix", seed))
+    _train(run, recovered, "recover_prefix", config, lexicon, seed)
     models: dict[str, GPT] = {"pretrained": pretrained, "finetuned": finetuned, "prefix": prefixed, "lora": lora}
     accuracy = {name: {lang: exact_match(m, lexicon, lang, n_prefix) for lang in LANGUAGES}
                 for name, m in models.items()}
@@ -119,7 +133,9 @@ def translation(config: dict, seed: int, device: str = "cpu", directory: Path | 
                            "lora_wrapped": wrapped},
             "lexicon": {"n_words": len(lexicon.source), "b_cognates": sum(cognate),
                         "a_cognates": sum(lexicon.languages["A"].cognate)},
-            "examples": examples, "training": run.timings}
+            "examples": examples, "training": run.timings, **run.learning(),
+            "forgetting": {"pretraining_tasks": ["A"],
+                           "restoration": restoration(pretrained, prefixed, sequences(lexicon.pairs("A"), n_prefix)[0])}}
 
 
 EXPERIMENT_FUNCTIONS["translation"] = translation
@@ -154,7 +170,7 @@ def make_config(n_layer: int, n_head: int, n_embd: int, n_prefix: int, rank: int
 CPU_TARGETS = ("c_attn", "c_proj", "c_fc")  # n_S = 16 r gives exact parity
 PAPER_TARGETS = ("c_attn", "c_proj", "c_fc", "lm_head")  # the memory_capacity branch
 
-scales.CONFIGS["translation"] = {
+scales.CONFIGS["translation"] = scales.with_convergence_rules({
     # memory_capacity branch: 4 layers, 4 heads, 256, prefix 66 vs LoRA rank 4; pretrain 50k at 5e-4,
     # prefix 100k at 5e-5, LoRA 50k at 1e-3. Full fine-tuning and the recovery prefix are ours (the
     # branch's pretraining settings / the prefix's). 4,921 words as PHOR-in-One has.
@@ -171,7 +187,7 @@ scales.CONFIGS["translation"] = {
     "ci": make_config(1, 2, 32, 16, 1, CPU_TARGETS, 64, 0.3,
                       {"pretrain": 40, "finetune": 20, "prefix": 20, "lora": 20},
                       {"pretrain": 1e-3, "finetune": 5e-4, "prefix": 1e-2, "lora": 5e-3}),
-}
+})
 # The authors' reply: "LoRA with the same number of parameters achieves 94% accuracy" (no other
 # number of this experiment is known; the prefix's is NOT stated).
 scales.PAPER_NUMBERS["translation"] = {"lora B": 0.94}
