@@ -178,11 +178,13 @@ scales.CONFIGS["translation"] = scales.with_convergence_rules({
                          {"pretrain": 50_000, "finetune": 50_000, "prefix": 100_000, "lora": 50_000},
                          {"pretrain": 5e-4, "finetune": 5e-4, "prefix": 5e-5, "lora": 1e-3}),
     # 2 layers, 4 heads, 64 wide; LoRA rank 2 = prefix 32 positions = 4,096 parameters (27 per word:
-    # at rank 1, 2,048, LoRA reached only 30-40% in 2,000 steps); 150 words; prefix steps 1.2x LoRA's
-    # (the branch: 2x). About 3.5 minutes a seed with two other runs on the 2 cores (about 2.5 alone).
-    # How it was found: notes/translation.md.
+    # at rank 1, 2,048, LoRA reached only 30-40% in 2,000 steps); 150 words; the prefix's cap 4x
+    # LoRA's (the branch: 2x; descending's prefix: 4x full fine-tuning's): at 1.2x, the first
+    # fair-budget run, the prefix's held-out loss was still falling at its cap on every seed, so
+    # the cap was raised before the rerun, the rule and thresholds unchanged (notes/experiments.md).
+    # How the rest was found: notes/translation.md.
     "cpu": make_config(2, 4, 64, 32, 2, CPU_TARGETS, 150, 0.3,
-                       {"pretrain": 1500, "finetune": 400, "prefix": 1200, "lora": 1000},
+                       {"pretrain": 1500, "finetune": 400, "prefix": 4000, "lora": 1000},
                        {"pretrain": 1e-3, "finetune": 5e-4, "prefix": 1e-2, "lora": 2e-2}),
     "ci": make_config(1, 2, 32, 16, 1, CPU_TARGETS, 64, 0.3,
                       {"pretrain": 40, "finetune": 20, "prefix": 20, "lora": 20},
