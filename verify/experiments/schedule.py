@@ -12,11 +12,13 @@ and hands the records to the checks through ``Context.prepared_runs``:
              records.RecordRefused) or training raised: the checks resting on that run report
              an error with its one line, every other check still runs.
 
-With ``jobs`` = J > 1 the runs to train go to J worker processes (spawned, so each starts with
-clean torch state; each run is deterministic whichever process trains it), longest first: the
-order is by the seconds the run's previous record took (its metrics survive a code change),
-which keeps the J cores busy until the end (LPT scheduling). On a 2-core machine ``--jobs 2``
-roughly halves the wall time of a full retrain.
+Where the runs train is an executor's business (verify/experiments/executors.py): by default
+``LocalExecutor(jobs)``; with ``jobs`` = J > 1 the runs to train go to J worker processes
+(spawned, so each starts with clean torch state; each run is deterministic whichever process
+trains it), longest first: the order is by the seconds the run's previous record took (its
+metrics survive a code change), which keeps the J cores busy until the end (LPT scheduling). On a
+2-core machine ``--jobs 2`` roughly halves the wall time of a full retrain. ``RayExecutor`` sends
+the same runs, in the same order, to a Ray cluster as one task each.
 """
 
 from __future__ import annotations
@@ -24,12 +26,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 from verify.experiments import records
+from verify.experiments.executors import Executor, LocalExecutor, RunTask
 
 
 @dataclass(frozen=True, order=True)
@@ -92,24 +93,16 @@ def lpt_makespan(seconds: Iterable[float], jobs: int) -> float:
     return max(free)
 
 
-def _train_one(run: RunId, retrain: bool, device: str, results_dir: Path, checkpoint_dir: Path | None) -> dict:
-    """Worker body (module level, so a spawned process can import it)."""
-    from verify.experiments.experiments import run_experiment
-
-    (record,) = run_experiment(run.experiment, run.scale, (run.seed,), device, retrain, results_dir, checkpoint_dir,
-                               quiet=True)
-    return record
-
-
 def prepare_runs(runs: list[RunId], retrain: bool = False, jobs: int = 1, device: str = "cpu",
                  log: Callable[[str], None] | None = None, results_dir: Path | None = None,
-                 checkpoint_dir: Path | None = records.CHECKPOINT_DIR) -> dict[RunId, dict | RunFailed]:
+                 checkpoint_dir: Path | None = records.CHECKPOINT_DIR,
+                 executor: Executor | None = None) -> dict[RunId, dict | RunFailed]:
     """Make every run current once; returns run -> record (with ``path`` and ``reused``, as
     run_experiment gives), or a RunFailed where its record was refused or training raised.
-    ``jobs`` = 1 trains in this process (with progress bars); more trains that many runs at a time
-    in worker processes (one line per finished run). ``results_dir`` None: records.RESULTS_DIR
-    (read at call time)."""
-    from verify.experiments.experiments import run_experiment
+    ``executor`` None: ``LocalExecutor(jobs)``, where ``jobs`` = 1 trains in this process (with
+    progress bars) and more trains that many runs at a time in worker processes (one line per
+    finished run); ``jobs`` is not read when an executor is given. ``results_dir`` None:
+    records.RESULTS_DIR (read at call time)."""
     from verify.experiments.scales import config_for
 
     results_dir = records.RESULTS_DIR if results_dir is None else results_dir
@@ -136,30 +129,14 @@ def prepare_runs(runs: list[RunId], retrain: bool = False, jobs: int = 1, device
     reused = [run for run in out if run not in refused]
     if reused:
         say(f"{len(reused)} run(s) have current records: {', '.join(map(str, reused))}")
+    executor = LocalExecutor(jobs) if executor is None else executor
     if to_train:
         to_train.sort(key=lambda r: (-previous_seconds(r, results_dir), r))
-        say(f"training {len(to_train)} run(s), {min(jobs, len(to_train))} at a time: {', '.join(map(str, to_train))}")
+        say(f"training {len(to_train)} run(s), {executor.plan(len(to_train))}: {', '.join(map(str, to_train))}")
     start = time.perf_counter()
-    if min(jobs, len(to_train)) <= 1:
-        for run in to_train:
-            try:
-                (out[run],) = run_experiment(run.experiment, run.scale, (run.seed,), device, retrain, results_dir,
-                                             checkpoint_dir, log=say)
-            except Exception as exc:  # reported by the checks that rest on this run
-                out[run] = _failed(run, exc, say)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_train_one, run, retrain, device, results_dir, checkpoint_dir): run
-                       for run in to_train}
-            for done, future in enumerate(as_completed(futures), 1):
-                run = futures[future]
-                try:
-                    out[run] = future.result()
-                except Exception as exc:  # raised in the worker, or the worker died
-                    out[run] = _failed(run, exc, say)
-                    continue
-                say(f"[{done}/{len(to_train)}] {run}: trained in {out[run]['metrics']['seconds_total']} s "
-                    f"({time.perf_counter() - start:.0f} s since the first started) -> {out[run]['path']}")
+    tasks = [RunTask(run, retrain, device, results_dir, checkpoint_dir) for run in to_train]
+    for task, outcome in executor.map_runs(tasks, say) if tasks else ():
+        out[task.run] = _failed(task.run, outcome, say) if isinstance(outcome, Exception) else outcome
     if to_train:
         ok = sum(not isinstance(out[run], RunFailed) for run in to_train)
         say(f"trained {ok} of {len(to_train)} run(s) in {time.perf_counter() - start:.1f} s of wall time")
