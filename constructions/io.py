@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from safetensors import SafetensorError
@@ -81,28 +81,42 @@ def export_construction(construction: Construction, out: Path, task: np.ndarray 
         },
         "task": None if task is None else construction.task_to_json(task[0]),
     }
+    files: dict[str, Callable[[Path], None]] = {
+        MODEL_FILE: lambda path: save_file(dict(sorted(construction.spec.named_arrays().items())), str(path)),
+        CONFIG_FILE: lambda path: path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"),
+    }
+    if task is not None:
+        virtual = np.ascontiguousarray(construction.virtual_tokens(task)[0])
+        files[VIRTUAL_FILE] = lambda path: save_file({"virtual_tokens": virtual}, str(path))
+    # a previous export's virtual tokens would not match this one
+    return write_directory(out, files, stale=() if task is not None else (VIRTUAL_FILE,))
+
+
+def write_directory(out: Path, files: Mapping[str, Callable[[Path], None]], stale: Iterable[str] = ()) -> list[Path]:
+    """Write ``files`` (file name -> a function writing that path) into the directory ``out``,
+    all or nothing: each file is written into a temporary directory beside ``out``, and only when
+    every writer has succeeded are they moved in (and the files named in ``stale`` removed).
+    Returns the written paths, in the order of ``files``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
     parent = out.parent if out.parent != Path("") else Path(".")
     if not parent.is_dir():
         raise ExportError(f"parent directory {parent} does not exist")
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.partial-"))
     try:
-        save_file(dict(sorted(construction.spec.named_arrays().items())), str(staging / MODEL_FILE))
-        written = [MODEL_FILE, CONFIG_FILE]
-        if task is not None:
-            virtual = np.ascontiguousarray(construction.virtual_tokens(task)[0])
-            save_file({"virtual_tokens": virtual}, str(staging / VIRTUAL_FILE))
-            written.append(VIRTUAL_FILE)
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        for name, write in files.items():
+            write(staging / name)
         out.mkdir(exist_ok=True)
-        stale = out / VIRTUAL_FILE
-        if task is None and stale.exists():
-            stale.unlink()  # a previous export's virtual tokens would not match this one
-        for name in written:
+        for name in stale:
+            if (out / name).exists():
+                (out / name).unlink()
+        for name in files:
             os.chmod(staging / name, 0o644)  # mkdtemp's private mode must not leak into the export
             os.replace(staging / name, out / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return [out / name for name in written]
+    return [out / name for name in files]
 
 
 def read_json(path: Path, error: type[PromptproofError], what: str) -> Any:

@@ -84,6 +84,10 @@ def build_parser() -> Parser:
     p_export.add_argument("--length", type=_positive_int, help="N, the target length (unconditional)")
     p_export.add_argument("--response-length", type=_positive_int, help="N0 (long-response)")
     p_export.add_argument("--inverse-temperature", type=_positive_float, help="T, folded into W_Q")
+    p_export.add_argument("--format", choices=("safetensors", "lens"), default="safetensors",
+                          help="safetensors (default): model.safetensors + config.json, re-checked by check-export | "
+                               "lens: a TransformerLens model (tl_config.json, tl_model.safetensors, load_lens.py; "
+                               "needs the 'lens' extra)")
 
     p_check = sub.add_parser("check-export", help="reload exported weights and re-run the construction's checks")
     p_check.add_argument("directory", type=Path)
@@ -264,9 +268,11 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
 
     options = {"length": args.length, "response_length": args.response_length,
                "inverse_temperature": args.inverse_temperature}
-    written = run_export(args.name, args.out, args.vocab, args.target, args.map, options)
-    for path in written:
+    exported = run_export(args.name, args.out, args.vocab, args.target, args.map, options, args.format)
+    for path in exported.paths:
         console.print(f"wrote {path}", highlight=False)
+    if exported.summary is not None:
+        console.print(exported.summary, highlight=False)
     return EXIT_OK
 
 

@@ -135,8 +135,32 @@ def _certify(construction: Construction, spec) -> dict[str, Any]:
     return out
 
 
+EXPORT_FORMATS = ("safetensors", "lens")
+
+
+@dataclass
+class Exported:
+    """What ``verify export`` wrote, and a line to print about it (the lens format's parity)."""
+
+    paths: list[Path]
+    summary: str | None = None
+
+
 def run_export(name: str, out: Path, vocab: str | None, target: str | None, map_file: Path | None,
-               options: dict[str, Any]) -> list[Path]:
+               options: dict[str, Any], fmt: str = "safetensors") -> Exported:
+    """Write construction ``name`` in ``fmt``: "safetensors" (promptproof's own format, re-checked by
+    check-export) or "lens" (a TransformerLens model: constructions.lens). Nothing is written when
+    anything fails, including a missing ``lens`` extra (checked first)."""
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose from {', '.join(EXPORT_FORMATS)}")
+    if fmt == "lens":
+        from constructions.lens import LENS_TOLERANCE, require_transformer_lens, save_lens
+
+        require_transformer_lens()
     construction = build(name, parse_vocab(vocab) if vocab else None, options)
     task = read_task(construction, target, map_file)
-    return export_construction(construction, out, task)
+    if fmt == "safetensors":
+        return Exported(export_construction(construction, out, task))
+    paths, worst = save_lens(construction, out, task)
+    return Exported(paths, f"TransformerLens logits match promptproof's forward: max |difference| = {worst:.3g} "
+                           f"(tolerance {LENS_TOLERANCE:g})")
