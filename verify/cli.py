@@ -69,8 +69,8 @@ def build_parser() -> Parser:
     p_real = sub.add_parser("real-model", help="run the real-model claims (peft prefix-tuning on a local "
                                                "Hugging Face model) and write their figures")
     p_real.add_argument("--model", type=Path, metavar="DIR",
-                        help="local model directory (model_type bert, roberta or gpt2; eager attention); "
-                             "default: the packaged all-MiniLM-L6-v2")
+                        help="local model directory (model_type bert, roberta, gpt2, llama, qwen2 or mistral; "
+                             "eager attention); default: the packaged all-MiniLM-L6-v2")
     add_run_options(p_real)
     p_real.add_argument("--figures", type=Path, default=Path("notes/figures"), metavar="DIR",
                         help="where the PNG figures go (default notes/figures; created if missing)")

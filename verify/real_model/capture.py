@@ -10,6 +10,11 @@ For each layer l the capture holds
                                     before W_O, its bias, dropout and the residual
   out[l]       (B, p, D)            that projection's output, W_O [t^1; ...; t^H] + b_O
 
+RoPE decoders (llama, qwen2, mistral) also record ``layer0_io`` (verify.real_model.decoders):
+layer 0's query after RoPE (B, H, p, d), the key/value cache after the update (B, H_kv, n_S + p, d)
+and the per-head attention output (B, H, p, d), read at the modeling module's eager attention
+function (which, in float64, runs its softmax in float64; see decoders.py).
+
 A run is either the peft model (prefix) or the base model (no prefix) with explicit
 ``position_ids``; ``patch`` replaces the input of every layer l by ``patch[l]`` (a forward
 pre-hook), so one run gives, for every layer at once, what that layer does on given inputs.
@@ -17,6 +22,7 @@ pre-hook), so one run gives, for every layer at once, what that layer does on gi
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +41,7 @@ class Capture:
     context: list[torch.Tensor]
     out: list[torch.Tensor]
     n_prefix: int
+    layer0_io: Any = None  # decoders.AttentionIO for RoPE decoders, else None
 
 
 def run(loaded: LoadedModel, model: nn.Module, batch: Batch, *, n_prefix: int = 0,
@@ -82,7 +89,14 @@ def run(loaded: LoadedModel, model: nn.Module, batch: Batch, *, n_prefix: int = 
             proj = loaded.arch.out_proj(layer)
             handles.append(proj.register_forward_pre_hook(pre))
             handles.append(proj.register_forward_hook(post))
-        with torch.no_grad():
+        record: dict[str, Any] = {}
+        if loaded.arch.rope:
+            from verify.real_model.decoders import eager_attention_spy
+
+            spy: Any = eager_attention_spy(loaded, model, record)
+        else:
+            spy = nullcontext()
+        with torch.no_grad(), spy:
             if peft is not None:
                 result = peft(input_ids=batch.ids, attention_mask=batch.mask, output_attentions=True)
             else:
@@ -100,4 +114,7 @@ def run(loaded: LoadedModel, model: nn.Module, batch: Batch, *, n_prefix: int = 
     expected_keys = n_prefix + batch.ids.shape[1]
     if any(a.shape[-1] != expected_keys for a in attn):
         raise RuntimeError(f"attention has {attn[0].shape[-1]} key positions, expected {expected_keys}")
-    return Capture(inputs, [a.detach() for a in attn], context, out, n_prefix)  # type: ignore[arg-type]
+    if loaded.arch.rope and "layer0" not in record:
+        raise RuntimeError("the eager attention function of layer 0 was not called (not eager attention?)")
+    return Capture(inputs, [a.detach() for a in attn], context, out, n_prefix,  # type: ignore[arg-type]
+                   record.get("layer0"))

@@ -6,7 +6,9 @@ n_S prefix positions s_1..s_nS with stored keys/values (peft: post-projection, s
   A^pt  (p, n_S + p)  attention of the prefix run;   A (p, p) of the reference run (no prefix)
   alpha_i = sum_k A^pt_{i,s_k}                        attention mass on the prefix
   t^pt_i, t_i         head context vectors (before W_O) of the two runs
-  v_k                 the prefix's stored value for this head (this is the theory's W_V s_k + b_V)
+  v_k                 the prefix's stored value for this head (this is the theory's W_V s_k + b_V);
+                      with grouped-query attention (H_kv < H K/V heads) the value of K/V head
+                      g(h) = h // (H / H_kv), the one HF's repeat_kv gives query head h
 
   content scaling   A^pt_{i,n_S+j} = (1 - alpha_i) A_ij
   output bias       t^pt_i = (1 - alpha_i) t_i + sum_k A^pt_{i,s_k} v_k
@@ -51,6 +53,23 @@ def query_mask(batch: Batch) -> torch.Tensor:
 def key_mask(batch: Batch) -> torch.Tensor:
     """(B, 1, 1, p) bool: real content keys."""
     return batch.mask.bool()[:, None, None, :]
+
+
+def query_head_groups(n_heads: int, n_kv_heads: int) -> torch.Tensor:
+    """(H,) long: the K/V head g(h) = h // (H / H_kv) that query head h reads (HF's repeat_kv)."""
+    return torch.arange(n_heads) // (n_heads // n_kv_heads)
+
+
+def wrong_head_groups(n_heads: int, n_kv_heads: int) -> torch.Tensor | None:
+    """(H,) long: a mapping that differs from query_head_groups for some head, or None if none does.
+
+    1 < H_kv < H: the interleaved h mod H_kv; H_kv = H >= 2: the next head (h + 1) mod H;
+    H_kv = 1 (every head shares one K/V head): None.
+    """
+    if n_kv_heads == 1:
+        return None
+    heads = torch.arange(n_heads)
+    return heads % n_kv_heads if n_kv_heads < n_heads else (heads + 1) % n_heads
 
 
 @dataclass(frozen=True)
@@ -99,16 +118,20 @@ class LayerZero:
     unshifted_output_bias: float = 0.0
     embedding_vs_unshifted_reference: float = 0.0
     uniform_prefix_weights: float = 0.0
+    wrong_head_values: float | None = None  # the bias with the values of wrong_head_groups (None: no wrong map)
 
 
 def measure_layer_zero(batches: list[Batch], runs: list[Capture], refs: list[Capture], unshifted: list[Capture],
-                       values: torch.Tensor, out_proj: nn.Module, causal: bool) -> tuple[LayerZero, np.ndarray]:
+                       values: torch.Tensor, out_proj: nn.Module, causal: bool,
+                       wrong_values: torch.Tensor | None = None) -> tuple[LayerZero, np.ndarray]:
     """The layer-0 identities and their controls over all batches.
 
-    ``values`` (H, n_S, d_head): the prefix's stored layer-0 values. Returns the deviations and the
-    stacked total output biases (N real queries, D) for the rank measurement.
+    ``values`` (H, n_S, d_head): the prefix's stored layer-0 values, per query head
+    (``per_query_head``); ``wrong_values`` (H, n_S, d_head) or None: the same under a wrong
+    head -> K/V head map (the wrong_head_values control). Returns the deviations and the stacked
+    total output biases (N real queries, D) for the rank measurement.
     """
-    r = LayerZero()
+    r = LayerZero(wrong_head_values=None if wrong_values is None else 0.0)
     biases = []
     for batch, run, ref, flat in zip(batches, runs, refs, unshifted):
         n_s = run.n_prefix
@@ -126,6 +149,9 @@ def measure_layer_zero(batches: list[Batch], runs: list[Capture], refs: list[Cap
         r.output_bias = max(r.output_bias, masked_max(t_pt - predicted, q))
         r.bias_dropped = max(r.bias_dropped, masked_max(t_pt - keep * t, q))
         r.unshifted_output_bias = max(r.unshifted_output_bias, masked_max(t_pt - (keep * t0 + bias), q))
+        if wrong_values is not None:
+            wrong = keep * t + prefix_bias(parts.prefix_weights, wrong_values)
+            r.wrong_head_values = max(r.wrong_head_values or 0.0, masked_max(t_pt - wrong, q))
         if n_s > 1:
             uniform = parts.alpha[..., None] * values.to(t.dtype).mean(1)[None, :, None, :]
             r.uniform_prefix_weights = max(r.uniform_prefix_weights, masked_max(t_pt - (keep * t + uniform), q))
@@ -154,6 +180,11 @@ def measure_layer_zero(batches: list[Batch], runs: list[Capture], refs: list[Cap
         r.alpha_sum += float(alpha.sum())
         r.alpha_count += alpha.numel()
     return r, np.concatenate(biases)
+
+
+def per_query_head(stored: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Stored (H_kv, n_S, d) -> (H, n_S, d): query head h gets the entries of K/V head groups[h]."""
+    return stored[groups]
 
 
 def numerical_rank(matrix: np.ndarray, relative: float) -> tuple[int, list[float]]:

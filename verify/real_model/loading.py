@@ -7,11 +7,16 @@ load, or attention that is not the eager implementation (only eager attention re
 per-head weights the checks read; a config.json that pins ``"_attn_implementation": "sdpa"``
 overrides the request for eager in transformers 5, so that is checked after loading).
 
-Supported: BERT-family encoders (``bert``, ``roberta``; bidirectional attention) and GPT-2
-decoders (``gpt2``; causal attention). For each, ``Architecture`` names where the layers and the
-attention output projection live and how the library numbers the content positions when a
-prefix of ``offset`` cached key/value positions is present (``shifted_positions``): BERT and GPT-2
-use offset, offset+1, ...; RoBERTa uses padding_idx + offset + 1, ... for non-pad tokens.
+Supported: BERT-family encoders (``bert``, ``roberta``; bidirectional attention), GPT-2
+decoders (``gpt2``; causal attention) and the RoPE decoders ``llama``, ``qwen2`` and ``mistral``
+(causal attention, rotary position embeddings applied to q and k inside the attention, RMSNorm,
+grouped-query attention: num_key_value_heads <= num_attention_heads K/V heads). For each,
+``Architecture`` names where the layers and the attention output projection live and how the
+library numbers the content positions when a prefix of ``offset`` cached key/value positions is
+present (``shifted_positions``): BERT, GPT-2 and the RoPE decoders use offset, offset+1, ...;
+RoBERTa uses padding_idx + offset + 1, ... for non-pad tokens. For the RoPE decoders
+``modeling_module`` names the transformers module whose ``eager_attention_forward`` the capture
+wraps (verify.real_model.decoders) to read q after RoPE and the cached keys/values.
 """
 
 from __future__ import annotations
@@ -43,6 +48,12 @@ class Architecture:
     layers: Callable[[nn.Module], nn.ModuleList]
     out_proj: Callable[[nn.Module], nn.Module]  # layer -> the Linear/Conv1D after the heads
     shifted_positions: Callable[[torch.Tensor, int, Any], torch.Tensor]  # (ids, offset, config)
+    modeling_module: str | None = None  # RoPE decoders: the transformers module with eager_attention_forward
+
+    @property
+    def rope(self) -> bool:
+        """Rotary position embeddings inside the attention (no absolute position table)."""
+        return self.modeling_module is not None
 
 
 def _arange_positions(ids: torch.Tensor, offset: int, config: Any) -> torch.Tensor:
@@ -69,6 +80,11 @@ ARCHITECTURES: dict[str, Architecture] = {
                             lambda layer: layer.attention.output.dense, _roberta_positions),
     "gpt2": Architecture("gpt2", "GPT-2 decoder", True, lambda model: model.h,
                          lambda layer: layer.attn.c_proj, _arange_positions),
+    **{name: Architecture(name, family, True, lambda model: model.layers, lambda layer: layer.self_attn.o_proj,
+                          _arange_positions, f"transformers.models.{name}.modeling_{name}")
+       for name, family in (("llama", "Llama decoder (RoPE, RMSNorm, GQA)"),
+                            ("qwen2", "Qwen2 decoder (RoPE, RMSNorm, GQA, q/k/v biases)"),
+                            ("mistral", "Mistral decoder (RoPE, RMSNorm, GQA)"))},
 }
 
 
@@ -137,8 +153,13 @@ class LoadedModel:
         return int(self.config.hidden_size)
 
     @property
+    def n_kv_heads(self) -> int:
+        """K/V heads: num_key_value_heads for grouped-query attention, else one per query head."""
+        return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        return int(getattr(self.config, "head_dim", None) or self.d_model // self.n_heads)
 
     @property
     def pad_id(self) -> int:

@@ -1,8 +1,9 @@
 """Prefixes made by HF ``peft`` prefix-tuning: the config, a random prefix, a trained prefix.
 
 peft's ``PrefixTuningConfig`` (prefix_projection=False, the default) stores ONE parameter, an
-``nn.Embedding`` of shape (n_S, 2 L D): for every layer l, head h and prefix position k, a key
-and a value vector of size d_head. They are used as they are: peft prepends them to the layer's
+``nn.Embedding`` of shape (n_S, 2 L H_kv d_head) (= (n_S, 2 L D) without grouped-query
+attention): for every layer l, K/V head g and prefix position k, a key and a value vector of size
+d_head. They are used as they are: peft prepends them to the layer's
 keys and values through the key/value cache (``past_key_values``). So the prefix is NOT a vector s
 passed through the layer's LayerNorm, W_K and W_V (and their biases) as in the paper's
 formulation; the theory's "W_V s + b_V" is the stored value itself, and "W_K s + b_K" the stored
@@ -33,13 +34,20 @@ from verify.real_model.loading import Batch, LoadedModel
 
 
 def prefix_shape(loaded: LoadedModel, n_prefix: int) -> tuple[int, int]:
-    """Shape of peft's prefix embedding: (n_S, 2 * n_layers * d_model)."""
-    return n_prefix, 2 * loaded.n_layers * loaded.d_model
+    """Shape of peft's prefix embedding: (n_S, 2 * n_layers * H_kv * d_head).
+
+    H_kv d_head = d_model for BERT / RoBERTa / GPT-2. With grouped-query attention peft sizes the
+    prefix by the K/V heads (peft.utils.other._prepare_prompt_learning_config: token_dim =
+    head_dim * num_key_value_heads, num_attention_heads = num_key_value_heads), so each layer
+    stores H_kv (not H) prefix keys and values per position, shared by the H / H_kv query heads
+    of each group exactly as the content's keys and values are.
+    """
+    return n_prefix, 2 * loaded.n_layers * loaded.n_kv_heads * loaded.d_head
 
 
 def attach(model: nn.Module, n_prefix: int, weight: torch.Tensor) -> Any:
     """Wrap ``model`` in a peft ``PeftModelForFeatureExtraction`` with a prefix of ``n_prefix``
-    virtual tokens whose embedding is ``weight`` (n_S, 2 L D). The base model is shared, not copied
+    virtual tokens whose embedding is ``weight`` (n_S, 2 L H_kv d_head). The base model is shared, not copied
     (prompt learning inserts no modules into it)."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
 
@@ -59,14 +67,15 @@ def attach(model: nn.Module, n_prefix: int, weight: torch.Tensor) -> Any:
 
 def stored_keys_values(peft_model: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer, the prefix keys and values as peft hands them to the model:
-    [(K_l (H, n_S, d_head), V_l (H, n_S, d_head)) for l in layers], in the base model's dtype."""
+    [(K_l (H_kv, n_S, d_head), V_l (H_kv, n_S, d_head)) for l in layers], in the base model's dtype
+    (H_kv = H without grouped-query attention)."""
     with torch.no_grad():
         cache = peft_model.get_prompt(batch_size=1)
     return [(layer.keys[0].detach().clone(), layer.values[0].detach().clone()) for layer in cache.layers]
 
 
 def random_prefix(loaded: LoadedModel, n_prefix: int, seed: int) -> torch.Tensor:
-    """(n_S, 2 L D) float32, N(0, 1) entries (peft's default nn.Embedding init), seeded."""
+    """(n_S, 2 L H_kv d_head) float32, N(0, 1) entries (peft's default nn.Embedding init), seeded."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(prefix_shape(loaded, n_prefix), generator=generator, dtype=torch.float32)
 
@@ -106,7 +115,7 @@ def _evaluate(peft_model: Any, head: nn.Linear, batches: list[Batch], labels: to
 
 def train_prefix(loaded: LoadedModel, batches: list[Batch], labels: list[int], config: TrainingConfig,
                  seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Train a prefix on the sentiment task; return its embedding (n_S, 2 L D) and a record.
+    """Train a prefix on the sentiment task; return its embedding (n_S, 2 L H_kv d_head) and a record.
 
     ``batches`` (all sentences) are re-cut: the sentences of at most ``max_tokens`` tokens form
     the training set, sampled ``batch_size`` at a time (with a seeded generator) for ``steps``

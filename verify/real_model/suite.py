@@ -10,7 +10,8 @@ Steps (both claims read the same ``SuiteResult``; it is cached, so running both 
      positions 0..p-1 (a control), and for each prefix its peft run, the patched run (every
      layer fed the prefix run's inputs, no prefix) and, in float64, the control patched run
      (layer l fed the prefix run's layer l-1 inputs);
-  5. measure: identities.measure_layer_zero and shift.measure.
+  5. measure: identities.measure_layer_zero and shift.measure; for the RoPE decoders also
+     decoders.measure (the per-query-head statement with q after RoPE and the cached keys).
 
 Torch runs on 1 thread with denormals flushed during the suite (both restored afterwards): see
 THREADS and ``torch_settings``; a fixed thread count also keeps float32 results reproducible.
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 
 from constructions.torch_threads import torch_threads
-from verify.real_model import capture, identities, prefixes, shift
+from verify.real_model import capture, decoders, identities, prefixes, shift
 from verify.real_model.loading import Batch, LoadedModel, load_model, tokenize
 from verify.real_model.sentences import SENTENCES
 
@@ -65,6 +66,7 @@ class PrefixKind:
     layer_zero: dict[str, identities.LayerZero] = field(default_factory=dict)  # by dtype
     shift: dict[str, shift.LayerShift] = field(default_factory=dict)  # by dtype
     bias_rank: dict[str, Any] = field(default_factory=dict)
+    rope: dict[str, decoders.RopeGqa] = field(default_factory=dict)  # by dtype; RoPE decoders only
 
 
 @dataclass
@@ -167,13 +169,17 @@ def _run_suite(model_dir: Path, seed: int, config: SuiteConfig) -> SuiteResult:
     maps_source: dict[str, Any] = {}
     for dtype_name, lm in loaded.items():
         base = lm.model
+        groups = identities.query_head_groups(lm.n_heads, lm.n_kv_heads)  # (H,) K/V head of each query head
+        wrong_groups = identities.wrong_head_groups(lm.n_heads, lm.n_kv_heads)
         flat = [capture.run(lm, base, b) for b in batches]  # clean theory's positions 0..p-1
         refs = {n: [capture.run(lm, base, b, position_ids=lm.arch.shifted_positions(b.ids, n, lm.config))
                     for b in batches] for n in sorted({k.n_prefix for k in kinds})}
         for kind, (_, _, weight) in zip(kinds, weights):
             peft_model = prefixes.attach(base, kind.n_prefix, weight)
             runs = [capture.run(lm, base, b, n_prefix=kind.n_prefix, peft=peft_model) for b in batches]
-            values0 = prefixes.stored_keys_values(peft_model)[0][1]  # (H, n_S, d_head)
+            keys0, stored0 = prefixes.stored_keys_values(peft_model)[0]  # (H_kv, n_S, d_head) each
+            values0 = identities.per_query_head(stored0, groups)  # (H, n_S, d_head)
+            wrong0 = None if wrong_groups is None else identities.per_query_head(stored0, wrong_groups)
             patched = [capture.run(lm, base, b, position_ids=lm.arch.shifted_positions(b.ids, kind.n_prefix, lm.config),
                                    patch=run.inputs) for b, run in zip(batches, runs)]
             previous = None
@@ -182,10 +188,18 @@ def _run_suite(model_dir: Path, seed: int, config: SuiteConfig) -> SuiteResult:
                             for b, run in zip(batches, runs)]
             out_proj = lm.arch.out_proj(lm.arch.layers(base)[0])
             zero, bias_rows = identities.measure_layer_zero(batches, runs, refs[kind.n_prefix], flat, values0,
-                                                            out_proj, lm.causal)
+                                                            out_proj, lm.causal, wrong0)
             kind.layer_zero[dtype_name] = zero
             kind.shift[dtype_name] = shift.measure(batches, runs, refs[kind.n_prefix], patched, previous, flat,
                                                    lm.n_layers)
+            if lm.arch.rope:
+                rope = decoders.measure(lm, base, batches, runs, refs[kind.n_prefix], flat, keys0, stored0)
+                kind.rope[dtype_name] = rope
+                # RoPE scores depend on i - j only: the clean positions change layer 0 through the
+                # prefix scores q_i . k_k alone, so the position controls include them (decoders.py)
+                layer_shift = kind.shift[dtype_name]
+                layer_shift.layer0_vs_unshifted_reference = max(layer_shift.layer0_vs_unshifted_reference,
+                                                                rope.unshifted_content_scaling)
             if dtype_name == "float64":
                 rank, ratios = identities.numerical_rank(bias_rows, RANK_RELATIVE)
                 kind.bias_rank = {"queries": int(bias_rows.shape[0]), "rank": rank,
@@ -201,8 +215,9 @@ def _run_suite(model_dir: Path, seed: int, config: SuiteConfig) -> SuiteResult:
         "directory": str(model_dir), "model_type": loaded32.arch.model_type, "family": loaded32.arch.family,
         "attention": "causal" if loaded32.causal else "bidirectional",
         "attn_implementation": loaded32.config._attn_implementation,
-        "layers": loaded32.n_layers, "heads": loaded32.n_heads, "d_model": loaded32.d_model,
-        "d_head": loaded32.d_head, "versions": _versions(),
+        "layers": loaded32.n_layers, "heads": loaded32.n_heads, "kv_heads": loaded32.n_kv_heads,
+        "d_model": loaded32.d_model, "d_head": loaded32.d_head, "rope": loaded32.arch.rope,
+        "versions": _versions(),
     }
     data = {"sentences": len(texts), "tokens": int(sum(int(b.mask.sum()) for b in batches)),
             "batches": len(batches), "padding": "right, length-sorted batches of "
