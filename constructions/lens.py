@@ -285,6 +285,10 @@ def lens_generate(model: Any, prompt_tokens: np.ndarray, steps: int, virtual_tok
     """Greedy decoding in TL, the whole sequence recomputed each step, as
     :func:`constructions.forward.generate`. prompt_tokens (B, n0) -> (B, steps)."""
     tokens = np.asarray(prompt_tokens, dtype=np.int64)
+    n_ctx = model.cfg.n_ctx
+    if tokens.shape[1] + steps - 1 > n_ctx:
+        raise PromptproofError(f"prompt of length {tokens.shape[1]} plus {steps} steps exceeds the context size "
+                               f"{n_ctx}")
     out = np.empty((tokens.shape[0], steps), dtype=np.int64)
     for step in range(steps):
         out[:, step] = lens_logits(model, tokens, virtual_tokens, virtual_positions)[:, -1].argmax(-1)
