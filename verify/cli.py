@@ -54,6 +54,11 @@ def build_parser() -> Parser:
         p.add_argument("--jobs", type=_positive_int, default=1, metavar="J",
                        help="training runs to train at a time, one process and one thread each (default 1; "
                             "--jobs 2 on a 2-core machine)")
+        p.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="where training runs execute: local (default; --jobs processes) | ray (one Ray task "
+                            "per run; needs the 'cluster' extra)")
+        p.add_argument("--address", metavar="ADDR",
+                       help="with --executor ray: the cluster to join, HOST:PORT (default: find or start a local one)")
 
     p_all = sub.add_parser("all", help="run every claim")
     add_run_options(p_all)
@@ -183,8 +188,9 @@ def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> 
             raise UsageError(f"unknown claim id or prefix {pattern!r} (see: python -m verify list)")
     _check_output_path(args.json)
     context = Context(seed=args.seed, quick=getattr(args, "quick", False), retrain=getattr(args, "retrain", False))
+    executor = _executor(args, None if context.quick else "cpu")
     if not context.quick:
-        context = _prepare_training(chosen, context, args.jobs)
+        context = _prepare_training(chosen, context, executor)
     results = _run_claims(chosen, context)
     render_table(results, console)
     if args.json is not None:
@@ -192,9 +198,21 @@ def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> 
     return EXIT_OK if all(r.status in ("pass", "skipped") for r in results) else EXIT_FAILED
 
 
-def _prepare_training(chosen: list, context: Any, jobs: int) -> Any:
+def _executor(args: argparse.Namespace, device: str | None) -> Any:
+    """The executor that --executor, --address and --jobs name, validated before any work (bad
+    input, ray missing, an unreachable cluster, cuda without a GPU: exit 2, one line); with a
+    ``device``, connected and checked for it (None: --quick, nothing will train)."""
+    from verify.experiments.executors import make_executor
+
+    executor = make_executor(args.executor, args.address, args.jobs)
+    if device is not None:
+        executor.check(device)
+    return executor
+
+
+def _prepare_training(chosen: list, context: Any, executor: Any) -> Any:
     """Train (or find current records of) every run the chosen training checks rest on, each run
-    once, ``jobs`` at a time; the checks then read them from the returned context."""
+    once, on ``executor``; the checks then read them from the returned context."""
     from dataclasses import replace
 
     from verify.experiments.schedule import needed_runs, prepare_runs
@@ -204,7 +222,11 @@ def _prepare_training(chosen: list, context: Any, jobs: int) -> Any:
     if not runs:
         return context
     err = Console(stderr=True)
-    prepared = prepare_runs(runs, context.retrain, jobs, log=lambda line: err.print(line, highlight=False))
+    try:
+        prepared = prepare_runs(runs, context.retrain, log=lambda line: err.print(line, highlight=False),
+                                executor=executor)
+    finally:
+        executor.close()
     return replace(context, prepared_runs=prepared)
 
 
@@ -307,21 +329,21 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_experiments(args: argparse.Namespace, console: Console) -> int:
-    """Validate device and figure directory first; then records or training, table, figures."""
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: CUDA is not available on this machine")
+    """Validate the figure directory, the executor and the device first (cuda: on this machine,
+    or somewhere in the Ray cluster); then records or training, table, figures."""
     if args.figures.exists() and not args.figures.is_dir():
         raise UsageError(f"cannot write figures into {args.figures}: it is not a directory")
+    executor = _executor(args, args.device)
     from verify.experiments.present import present
     from verify.experiments.schedule import RunFailed, RunId, prepare_runs
 
     err = Console(stderr=True)
     wanted = [RunId(args.name, args.scale, seed) for seed in range(args.seeds)]
-    prepared = prepare_runs(wanted, args.retrain, args.jobs, args.device,
-                            log=lambda line: err.print(line, highlight=False))
+    try:
+        prepared = prepare_runs(wanted, args.retrain, device=args.device,
+                                log=lambda line: err.print(line, highlight=False), executor=executor)
+    finally:
+        executor.close()
     failed = [str(prepared[run]) for run in wanted if isinstance(prepared[run], RunFailed)]
     if failed:
         console.print("\n".join(failed), highlight=False)

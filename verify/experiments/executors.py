@@ -181,10 +181,10 @@ class RayExecutor:
 
     def _connect(self) -> Any:
         ray = self._ray
-        if ray.is_initialized():
-            return ray
         if self.address is not None:
             _probe(self.address)
+        if ray.is_initialized():
+            return ray
         try:
             ray.init(address=self.address)
         except (ConnectionError, ValueError) as exc:  # unreachable or not a Ray cluster; bad address
