@@ -26,6 +26,8 @@ ELICIT = "petrov.sec5.elicits-pretrained-tasks"
 DOUBLE_HIST = "petrov.sec5.double-histogram-not-learnable"
 LORA = "petrov.sec6.lora-learns-double-histogram"
 TRANSLATION = "petrov.appC.translation-needs-lora"
+FORGETTING = "petrov.discussion.forgetting"
+MIXTURE_TASKS = ("ascending", "descending", "add1", "add2")  # skills' pretraining tasks (tasks.MIXTURE)
 
 
 # --- derived constants ------------------------------------------------------------------------
@@ -91,6 +93,15 @@ def _lora_one_more_parameter(old: int, metrics: dict) -> int:
     return metrics["parameters"]["prefix"] + 1
 
 
+def _lora_keeps_the_mixture(old: dict, metrics: dict) -> dict:
+    """LoRA's accuracies with every pretraining task back at the pretrained model's: no forgetting."""
+    return {**old, **{task: metrics["accuracy"]["pretrained"][task] for task in MIXTURE_TASKS}}
+
+
+def _not_converged(old: dict, metrics: dict) -> dict:
+    return {**old, "converged": False, "steps": old["cap"]}
+
+
 MUTANTS: tuple[Mutant, ...] = (
     # --- theorems: the T* error model and formula ------------------------------------------------
     mutant("theorem.sec3.conditional-m-off-by-one", "off-by-one", f"{SEC3}:THRESHOLDS",
@@ -139,4 +150,14 @@ MUTANTS: tuple[Mutant, ...] = (
     mutant("records.translation.lora-has-more-parameters", "perturbed record", f"{SCHEDULE}:records_for",
            "one seed's LoRA has one trainable parameter more than the prefix", TRANSLATION,
            wrap(record_edit("translation", ("parameters", "lora"), _lora_one_more_parameter))),
+    mutant("records.descending.prefix-still-improving", "perturbed record", f"{SCHEDULE}:records_for",
+           "one seed's descending prefix ran to its cap without plateauing (a 'cannot learn' without a plateau)",
+           DESCENDING, wrap(record_edit("descending", ("convergence", "prefix"), _not_converged))),
+    mutant("records.skills.lora-keeps-pretraining-tasks", "perturbed record", f"{SCHEDULE}:records_for",
+           "one seed's LoRA keeps the pretrained accuracy on every mixture task (no forgetting)", FORGETTING,
+           wrap(record_edit("skills", ("accuracy", "lora_double_hist"), _lora_keeps_the_mixture))),
+    mutant("records.descending.prefix-removal-leaves-a-trace", "perturbed record", f"{SCHEDULE}:records_for",
+           "one seed's prefix-removed model differs from the pretrained one by 1e-7 in a logit",
+           FORGETTING, wrap(record_edit("descending", ("forgetting", "restoration", "prefix_removed",
+                                                       "max_abs_logit_diff"), _set(1e-7)))),
 )
