@@ -189,6 +189,7 @@ def forward(
     cache: dict[str, Tensor] | None = None,
     prefix: Sequence[PrefixKV | None] | None = None,
     positions: np.ndarray | None = None,
+    read: np.ndarray | None = None,
 ) -> Tensor:
     """Residual stream after the last block. x: (B, n, d) -> (B, n, d).
 
@@ -199,8 +200,32 @@ def forward(
     If ``cache`` is a dict it receives, per block l, 'blocks.l.attn.pattern' (B, H, n, n_S + n),
     'blocks.l.attn.z' (B, H, n, d_v) (each head's mixed values, before W_O), and
     'blocks.l.resid_mid' / 'blocks.l.resid_post' (B, n, d) (TransformerLens-style names).
+
+    read: (B,) positions, one per row: only the final residual at position read[b] is wanted
+    (a certificate reads one position per case). The last block then computes its queries, its
+    attention rows, its output projection and its MLP at that position alone, and the result is
+    (B, 1, d) with row b equal to ``forward(spec, x)[b, read[b]]``. Why this is the same
+    function: in a block, every operation but attention acts on each position separately
+    (linear maps, ReLU, norms, residual additions), and attention mixes positions only through
+    the keys and values, which are still computed at every position; query row i of the scores
+    is q_i . k_j for the same keys, masked by row i of the same mask, and its softmax is a
+    function of that row alone. Blocks before the last need every position (the next block's
+    keys read them) and are computed in full. Cost of the last block: 2 query rows instead of n.
+    Floating point: the same operations on the same operands, with one caveat handled here:
+    numpy sends a product whose left matrix has ONE row to BLAS gemv, which sums in another
+    order than the gemm used for n rows (results differ in the last bit), so the read row goes
+    through the two attention products twice (a 2-row matrix, gemm, whose per-entry sums do
+    not depend on the number of rows) and one copy is kept. The interval ops decide a few
+    branches from the signs of a whole operand (e.g. "every query >= 0"), which a subset of
+    rows can only make more often true; both branches are sound, and tests/test_forward_read.py
+    checks that on the constructions' certificates the results are bit-identical. Cache entries
+    of the last block hold the read rows (the attention pattern and z: the read row twice).
     """
     batch, n, d = x.shape
+    if read is not None:
+        read = np.asarray(read, dtype=np.intp).reshape(-1)
+        if read.shape != (batch,) or (read.size and (read.min() < 0 or read.max() >= n)):
+            raise PromptproofError(f"read: expected {batch} positions in [0, {n}), got {read.shape} {read}")
     if prefix is not None and len(prefix) != spec.n_layers:
         raise PromptproofError(f"prefix: expected one entry per block ({spec.n_layers}), got {len(prefix)}")
     if positions is None:
@@ -208,26 +233,36 @@ def forward(
     if (spec.uses_norms_or_rotary or prefix is not None) and not hasattr(ops, "norm"):
         raise PromptproofError(f"{type(ops).__name__} cannot run norms, RoPE or prefixes")
     rotary: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # d_head -> (cos, sin)
+    rows = twice = None
+    if read is not None:
+        rows = (np.arange(batch)[:, None], read[:, None])  # picks the read rows, (B, 1, .)
+        twice = (np.arange(batch)[:, None], np.stack([read, read], axis=1))  # the same row twice, (B, 2, .)
     for index, block in enumerate(spec.blocks):
         attn = block.attention
         heads = attn.n_heads
         layer_prefix = None if prefix is None else prefix[index]
+        at_read = rows is not None and index == spec.n_layers - 1  # the last block, read rows only
+        n_q = 2 if at_read else n  # query rows computed in this block (the read row twice, see the docstring)
         if heads:
             d_head, d_v = attn.W_Q.shape[2], attn.W_V.shape[2]
             h = x if block.ln1 is None else ops.norm(x, block.ln1)  # (B, n, d)
 
-            def project(W: np.ndarray, b: np.ndarray, width: int) -> Tensor:
-                # (B, n, d) @ (d, H*width) -> (B, n, H, width) -> (B, H, n, width)
-                flat = ops.linear(h, W.transpose(1, 0, 2).reshape(d, heads * width), b.reshape(-1))
-                return flat.reshape(batch, n, heads, width).transpose(0, 2, 1, 3)
+            def project(W: np.ndarray, b: np.ndarray, width: int, rows_of_h: Tensor | None = None) -> Tensor:
+                # (B, m, d) @ (d, H*width) -> (B, m, H, width) -> (B, H, m, width); m = n unless rows_of_h
+                src = h if rows_of_h is None else rows_of_h
+                m = src.shape[1]
+                flat = ops.linear(src, W.transpose(1, 0, 2).reshape(d, heads * width), b.reshape(-1))
+                return flat.reshape(batch, m, heads, width).transpose(0, 2, 1, 3)
 
-            q = project(attn.W_Q, attn.b_Q, d_head)  # (B, H, n, d_head)
+            q = project(attn.W_Q, attn.b_Q, d_head, h[twice] if at_read else None)  # (B, H, n_q, d_head)
             k = project(attn.W_K, attn.b_K, d_head)  # (B, H, n, d_head)
             v = project(attn.W_V, attn.b_V, d_v)  # (B, H, n, d_v)
             if spec.rotary_base is not None:
                 if d_head not in rotary:
                     rotary[d_head] = rotary_angles(spec.rotary_base, d_head, positions)
-                q, k = ops.rotate(q, *rotary[d_head]), ops.rotate(k, *rotary[d_head])
+                cos, sin = rotary[d_head]
+                k = ops.rotate(k, cos, sin)
+                q = ops.rotate(q, cos[twice[1]][:, None], sin[twice[1]][:, None]) if at_read else ops.rotate(q, cos, sin)
             n_prefix = 0
             if layer_prefix is not None:
                 n_prefix = layer_prefix.length
@@ -235,16 +270,25 @@ def forward(
                 k = ops.concat([keys, k], axis=2)  # (B, H, n_S + n, d_head)
                 v = ops.concat([values, v], axis=2)  # (B, H, n_S + n, d_v)
             scores = ops.scale(ops.matmul(q, k.transpose(0, 1, 3, 2)), spec.attention_scale)
-            pattern = ops.softmax(scores, attention_mask(spec, n, n_prefix))  # (B, H, n, n_S + n)
-            z = ops.matmul(pattern, v)  # (B, H, n, d_v)
-            # sum_h z_h @ W_O[h]  ==  (B, n, H*d_v) @ (H*d_v, d)
-            mixed = z.transpose(0, 2, 1, 3).reshape(batch, n, heads * d_v)
-            x = ops.add(x, ops.linear(mixed, attn.W_O.reshape(heads * d_v, d), attn.b_O))
+            mask = attention_mask(spec, n, n_prefix)  # (n, n_S + n)
+            if at_read:
+                mask = mask[read][:, None, None, :]  # (B, 1, 1, n_S + n): row read[b] of the mask
+            pattern = ops.softmax(scores, mask)  # (B, H, n_q, n_S + n)
+            z = ops.matmul(pattern, v)  # (B, H, n_q, d_v)
             if cache is not None:
                 cache[f"blocks.{index}.attn.pattern"] = pattern
                 cache[f"blocks.{index}.attn.z"] = z
+            if at_read:
+                z, n_q = z[:, :, :1], 1  # one copy of the read row
+            # sum_h z_h @ W_O[h]  ==  (B, n_q, H*d_v) @ (H*d_v, d)
+            mixed = z.transpose(0, 2, 1, 3).reshape(batch, n_q, heads * d_v)
+            if at_read:
+                x = x[rows]  # (B, 1, d): the residual at the read positions
+            x = ops.add(x, ops.linear(mixed, attn.W_O.reshape(heads * d_v, d), attn.b_O))
         elif layer_prefix is not None:
             raise PromptproofError(f"prefix for block {index}, which has no attention heads")
+        elif at_read:
+            x = x[rows]  # (B, 1, d)
         if cache is not None:
             cache[f"blocks.{index}.resid_mid"] = x
         if block.mlp is not None:

@@ -64,7 +64,7 @@ from theorems.petrov_sec3 import (
     two_token_front_from_scores,
     two_token_thresholds,
 )
-from verify.certificates import certify_construction
+from verify.certificates import certify_construction, certify_constructions
 from verify.protocol import Control, Evidence, Finding, Rung, compare
 from verify.registry import Context, check
 
@@ -673,9 +673,12 @@ def find_counterexample(construction: Construction, spec: TransformerSpec, label
 
 
 def refute(name: str, construction: Construction, spec: TransformerSpec, rng: np.random.Generator,
-           wrong_variant: str, could_fail_because: str) -> Control:
-    """The claim's checker on a wrong variant: certificate, then a concrete wrong answer."""
-    result = certify_construction(construction, spec, keep_failures=100)
+           wrong_variant: str, could_fail_because: str, result: Any = None) -> Control:
+    """The claim's checker on a wrong variant: certificate, then a concrete wrong answer.
+    ``result``: the certificate of ``spec`` when the caller already computed it (the same
+    certificate: ``certify_constructions`` / ``certify_readout``)."""
+    if result is None:
+        result = certify_construction(construction, spec, keep_failures=100)
     example = None if result.holds else find_counterexample(construction, spec, result.failing_examples, rng)
     measured = {"certificate_holds": result.holds, "cases": result.cases, "failing_cases": result.failing,
                 "worst_margin": result.worst_margin, "counterexample": example}
@@ -685,26 +688,37 @@ def refute(name: str, construction: Construction, spec: TransformerSpec, rng: np
 
 def readout_bias_control(construction: Construction, certificate: Any, rng: np.random.Generator,
                          factor: float) -> Control:
-    """b_U[c*] += factor x the certified worst margin m, c* the competitor of that margin."""
+    """b_U[c*] += factor x the certified worst margin m, c* the competitor of that margin.
+    The perturbed model differs from the certified one only in b_U, which the forward pass does
+    not read: when ``certificate`` kept its residual boxes (``keep_readout``), the perturbed
+    model's certificate is computed from them (``certify_readout``, the same result as a second
+    pass over the cover)."""
+    from verify.certificates.cover import certify_readout
+
     margin, competitor = float(certificate.worst_margin), certificate.worst_competitor
     token = 0 if competitor is None else int(competitor)
     amount = factor * max(margin, 0.0)
     symbol = construction.vocab.symbols[token]
+    perturbed = perturbed_readout(construction.spec, token, amount)
+    reused = (certify_readout(certificate, perturbed, keep_failures=100)
+              if getattr(certificate, "readout", None) is not None else None)
     return refute(
-        "perturbed_readout_bias", construction, perturbed_readout(construction.spec, token, amount), rng,
+        "perturbed_readout_bias", construction, perturbed, rng,
         f"unembedding bias of {symbol!r} raised by {factor:g} x the certified worst margin ({amount:.3g})",
         f"the certified margin m = {margin:.3g} is a lower bound on every logit gap, so a shift below m is provably "
         f"harmless; {factor:g} m breaks the model only if the true worst gap is below {factor:g} m. Had the "
         f"certificate been loose by more than a factor {factor:g}, the perturbed model would still answer every "
-        f"input correctly and this control would not be refuted")
+        f"input correctly and this control would not be refuted", result=reused)
 
 
-def temperature_control(cold: Construction, rng: np.random.Generator, critical: float, delta: float) -> Control:
+def temperature_control(cold: Construction, rng: np.random.Generator, critical: float, delta: float,
+                        result: Any = None) -> Control:
+    """``result``: the certificate of ``cold`` if already computed (``certify_constructions``)."""
     return refute(
         "too_small_temperature", cold, cold.spec, rng, f"inverse temperature T* - {delta:g} = {critical - delta:.9g}",
         "the certificate could still have held at T* - delta if T* were not tight (the margin there still larger "
         "than the leak, e.g. if the worst input the derivation names were not a real input), and a failing "
-        "certificate need not come with a concrete wrong answer")
+        "certificate need not come with a concrete wrong answer", result=result)
 
 
 def torch_parity(construction: Construction, rng: np.random.Generator, count: int = 64) -> float:
@@ -790,8 +804,11 @@ def check_construction(
     construction = build(None)
     critical = threshold["value"]
 
-    certificate = certify_construction(construction)
-    above = certify_construction(build(critical + delta))
+    # The three certificates over one pass of the shared cover; the construction's keeps its
+    # residual boxes for the readout-bias control (verify.certificates.certify_constructions).
+    cold = build(critical - delta)
+    certificate, above, cold_certificate = certify_constructions([construction, build(critical + delta), cold],
+                                                                 keep_readout=True)
     rand = randomized(construction, rng)
     parity = torch_parity(construction, rng)
     mask = causal_mask_leak(construction.spec, rng)
@@ -831,7 +848,7 @@ def check_construction(
                + ("" if extras_hold else "; " + ", ".join(k for k, v in (extra or {}).items()
                                                           if not v.get("holds", True)) + " FAIL"))
     controls = (readout_bias_control(construction, certificate, rng, MARGIN_FACTOR),
-                temperature_control(build(critical - delta), rng, critical, delta))
+                temperature_control(cold, rng, critical, delta, result=cold_certificate))
     return Finding(Evidence(holds, summary, Rung.CERTIFICATE, details), controls)
 
 
