@@ -25,6 +25,12 @@ from constructions.spec import TransformerSpec
 from constructions.vocab import Vocabulary
 
 
+# Rows per teacher-forced verification pass: 256 sequences of the Theorem 1 model keep the
+# residual stream (256 x 20 x 156 float64, 6 MB) near the cache; 1024 (the first choice) ran
+# 1.4x slower (verify bench constructions, notes/performance.md).
+VERIFY_CHUNK = 256
+
+
 def all_sequences(vocab_size: int, length: int) -> np.ndarray:
     """Every sequence of ``length`` tokens, (V^length, length), in lexicographic order."""
     if length == 0:
@@ -129,14 +135,19 @@ class Construction(ABC):
         )
 
     def responds_correctly(
-        self, tasks: np.ndarray, user: np.ndarray, spec: TransformerSpec | None = None, chunk: int = 1024
+        self, tasks: np.ndarray, user: np.ndarray, spec: TransformerSpec | None = None, chunk: int | None = None
     ) -> np.ndarray:
         """(B,) bool: greedy decoding would produce exactly ``expected(tasks, user)``.
 
         One teacher-forced forward pass replaces ``response_length`` decoding steps: by
         induction over steps, greedy decoding reproduces the expected response iff the
         prediction at every response position, given the expected prefix, is correct.
+
+        ``chunk`` (default VERIFY_CHUNK) rows at a time: every row's prediction is computed by the
+        same operations whatever the chunk (the forward pass treats rows independently), so the
+        chunk changes the speed only.
         """
+        chunk = VERIFY_CHUNK if chunk is None else chunk
         spec = spec or self.spec
         correct = np.empty(len(tasks), dtype=bool)
         for start in range(0, len(tasks), chunk):  # bounded memory, cache-sized batches

@@ -151,3 +151,31 @@ def test_the_readout_certificate_refuses_other_weights():
         certify_readout(first, other)
     with pytest.raises(ValueError, match="kept no readout"):
         certify_readout(certify(construction), construction.spec)
+
+
+def test_the_verification_chunk_changes_no_prediction():
+    """responds_correctly's chunk only batches rows: the logits of every row are bit-identical."""
+    from constructions.forward import embed, logits
+
+    construction = Unconditional(Vocabulary.printable_ascii())
+    spec = construction.spec
+    targets = construction.random_tasks(np.random.default_rng(1), 600)
+    no_user = np.zeros((600, 0), dtype=np.int64)
+    tokens = np.concatenate([construction.prompt_tokens(no_user), targets[:, :-1]], axis=1)
+    x = embed(spec, tokens, construction.virtual_tokens(targets), construction.virtual_positions)
+    whole = logits(spec, forward(spec, x))
+    parts = np.concatenate([logits(spec, forward(spec, x[s : s + 256])) for s in range(0, 600, 256)])
+    assert np.array_equal(whole, parts)
+    assert np.array_equal(construction.responds_correctly(targets, no_user, chunk=256),
+                          construction.responds_correctly(targets, no_user, chunk=1024))
+
+
+def test_bench_counts_the_products_the_verification_runs():
+    from verify.bench import verification_products
+
+    construction = Unconditional(Vocabulary.printable_ascii())
+    targets = construction.random_tasks(np.random.default_rng(0), 300)
+    counted = verification_products(construction, targets)
+    assert counted.products and counted.flops > 0
+    # twice the targets, twice the work (the same products per row)
+    assert verification_products(construction, np.concatenate([targets, targets])).flops == 2 * counted.flops
