@@ -60,16 +60,23 @@ def build_parser() -> Parser:
         p.add_argument("--address", metavar="ADDR",
                        help="with --executor ray: the cluster to join, HOST:PORT (default: find or start a local one)")
 
+    def add_processes_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--processes", type=_positive_int, default=1, metavar="P",
+                       help="run the claims' checks in P worker processes (default 1; "
+                            "--processes 2 on a 2-core machine); the report is the same")
+
     p_all = sub.add_parser("all", help="run every claim")
     add_run_options(p_all)
     p_all.add_argument("--quick", action="store_true", help="skip the training claims (reported as skipped)")
     p_all.add_argument("--retrain", action="store_true", help="ignore cached training records")
     add_jobs_option(p_all)
+    add_processes_option(p_all)
 
     p_run = sub.add_parser("run", help="run the claims whose id starts with one of the given prefixes")
     p_run.add_argument("ids", nargs="+", metavar="ID_OR_PREFIX")
     add_run_options(p_run)
     add_jobs_option(p_run)
+    add_processes_option(p_run)
 
     p_real = sub.add_parser("real-model", help="run the real-model claims (peft prefix-tuning on a local "
                                                "Hugging Face model) and write their figures")
@@ -191,7 +198,7 @@ def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> 
     executor = _executor(args, None if context.quick else "cpu")
     if not context.quick:
         context = _prepare_training(chosen, context, executor)
-    results = _run_claims(chosen, context)
+    results = _run_claims(chosen, context, getattr(args, "processes", 1))
     render_table(results, console)
     if args.json is not None:
         write_json_atomically(report_json(results, args.seed), args.json)
@@ -230,12 +237,18 @@ def _prepare_training(chosen: list, context: Any, executor: Any) -> Any:
     return replace(context, prepared_runs=prepared)
 
 
-def _run_claims(chosen: list, context: Any) -> list:
-    """Run ``chosen`` claims in order with a progress bar (or one line per claim) on stderr."""
-    from verify.registry import run_claim
+def _run_claims(chosen: list, context: Any, processes: int = 1) -> list:
+    """Run ``chosen`` claims in order with a progress bar (or one line per claim) on stderr;
+    with ``processes`` > 1 in worker processes (verify.registry.run_claims_parallel: the same
+    results, in the same order), one line per claim as it finishes."""
+    from verify.registry import run_claim, run_claims_parallel
 
     results = []
     err = Console(stderr=True)
+    if processes > 1 and len(chosen) > 1:
+        err.print(f"running {len(chosen)} claims in {processes} processes ...", highlight=False)
+        return run_claims_parallel(chosen, context, processes, on_done=lambda r: err.print(
+            f"done {r.id}: {r.status} ({r.seconds:.1f} s)", highlight=False))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as progress:
         bar = progress.add_task("claims", total=len(chosen))

@@ -143,3 +143,81 @@ def run_claim(claim: Claim, context: Context) -> ClaimResult:
             result.control = {c.name: c.to_json() for c in returned.controls}
     result.seconds = time.perf_counter() - start
     return result
+
+
+# --- running claims in parallel -----------------------------------------------------------------
+
+# Claims whose checks share an in-process cache (the real-model suite runs once for both): they
+# run one after the other in the same worker, in report order.
+RUN_TOGETHER: tuple[tuple[str, ...], ...] = (("petrov.sec4.real-model", "petrov.sec6.cross-layer-attention-shift"),)
+# Measured seconds per claim on 2 cores (notes/performance.md): the longest are started first so
+# that the two workers finish together. Claims not listed count as short.
+EXPECTED_SECONDS: dict[str, float] = {
+    "oymak.c4.real-data-attends-relevant": 45, "oymak.c1.prompt-attention-more-expressive": 40,
+    "petrov.sec4.real-model": 30, "oymak.c3.finite-sample-exact": 25, "petrov.thm2.long-response": 15,
+    "petrov.sec4.rotation-not-a-bias": 15, "petrov.thm2.two-token": 15, "oymak.c2.gd-learns-prompt-and-head": 12,
+}
+
+
+def claim_groups(claims: list[Claim]) -> list[list[int]]:
+    """Indices of ``claims`` in groups that must share a process (RUN_TOGETHER), each group in
+    report order, the groups ordered longest first (EXPECTED_SECONDS)."""
+    position = {c.id: i for i, c in enumerate(claims)}
+    grouped: set[int] = set()
+    groups: list[list[int]] = []
+    for together in RUN_TOGETHER:
+        members = sorted(position[i] for i in together if i in position)
+        if members:
+            groups.append(members)
+            grouped.update(members)
+    groups += [[i] for i in range(len(claims)) if i not in grouped]
+    cost = lambda g: sum(EXPECTED_SECONDS.get(claims[i].id, 1.0) for i in g)  # noqa: E731
+    return sorted(groups, key=lambda g: (-cost(g), g[0]))
+
+
+def _run_group(claim_ids: list[str], context: Context) -> list[ClaimResult]:
+    """Worker: run the claims ``claim_ids`` (a fresh process: the checks register on import)."""
+    import verify.checks  # noqa: F401  (registers every check)
+    from theorems.claims import CLAIMS
+
+    by_id = {c.id: c for c in CLAIMS}
+    return [run_claim(by_id[i], context) for i in claim_ids]
+
+
+def run_claims_parallel(claims: list[Claim], context: Context, processes: int,
+                        on_done: Callable[[ClaimResult], None] | None = None) -> list[ClaimResult]:
+    """``[run_claim(c, context) for c in claims]`` with the claims spread over ``processes``
+    worker processes (spawned: each imports the checks afresh, nothing is inherited from this
+    process). The report is the same: every check draws its randomness from ``context.rng(its
+    id)`` (seed and claim id, not the order of the run), claims that share a cache run together
+    in one worker in report order (RUN_TOGETHER), and the results are returned in the order of
+    ``claims`` whatever the order in which they finish. ``on_done`` sees each result as it
+    arrives. A worker that dies makes its claims 'error' results (the message says why).
+    Workers inherit this process's thread settings unchanged: with OPENBLAS_NUM_THREADS=1 in the
+    workers a float64 figure of petrov.thm2.long-response moved in its last bit (BLAS rounds
+    differently with another thread count), so the thread count is left as in a serial run."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: list[ClaimResult | None] = [None] * len(claims)
+    groups = claim_groups(claims)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_group, [claims[i].id for i in group], context): group for group in groups}
+        for future in as_completed(futures):
+            group = futures[future]
+            try:
+                done = future.result()
+            except Exception as exc:  # the worker died (killed, out of memory): report, never hide
+                done = []
+                for i in group:
+                    c = claims[i]
+                    r = ClaimResult(c.id, c.paper, c.section, c.statement, c.evidence_kind, "error")
+                    r.evidence = {"error": f"worker process failed: {type(exc).__name__}: {exc}"}
+                    r.reasons = [f"error: worker process failed: {exc}"]
+                    done.append(r)
+            for i, result in zip(group, done):
+                results[i] = result
+                if on_done is not None:
+                    on_done(result)
+    return [r for r in results if r is not None]
+
