@@ -3,6 +3,8 @@ the ci pipeline end to end, the verdict and its controls, the matrix figure."""
 
 from __future__ import annotations
 
+from verify.experiments.train import default_rule
+
 import json
 
 import pytest
@@ -34,7 +36,8 @@ def test_paper_config_is_notebook_02():
                                            "dropout_on": True}
     for task in MIXTURE:
         assert paper["stages"][f"prefix_{task}"] == {"task": task, "iters": 30_000, "lr": 5e-5,
-                                                     "weight_decay": 0.01, "dropout_on": False}
+                                                     "weight_decay": 0.01, "dropout_on": False,
+                                                     "converge": default_rule(30_000)}
     assert paper["stages"]["control_prefix_double_hist"]["task"] == "double_hist"
 
 

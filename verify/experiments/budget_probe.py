@@ -16,7 +16,8 @@ for every s the record trained: the probe *extends* the record's trajectory (tes
 with the record's cap, the probe ends at the record's accuracy and steps).
 
 The probe is not evidence for any verdict (the check reads the records, at the configured cap); it
-is a measurement, written to ``notes/results/skills/probe-<scale>-seed<k>-cap<cap>.json``.
+is a measurement, written to ``notes/probes/skills-<scale>-seed<k>-cap<cap>.json`` (outside
+notes/results, which holds sealed run records only).
 
     python -m verify.experiments.budget_probe --seed 2 --cap 40000
 """
@@ -81,8 +82,11 @@ def probe(seed: int, cap: int, scale: str = "cpu", checkpoint_dir: Path | None =
             "training": run.timings[name], "seconds_total": round(time.perf_counter() - start, 1)}
 
 
-def probe_path(scale: str, seed: int, cap: int, results_dir: Path = records.RESULTS_DIR) -> Path:
-    return results_dir / "skills" / f"probe-{scale}-seed{seed}-cap{cap}.json"
+PROBES_DIR = records.RESULTS_DIR.parent / "probes"
+
+
+def probe_path(scale: str, seed: int, cap: int, directory: Path = PROBES_DIR) -> Path:
+    return directory / f"skills-{scale}-seed{seed}-cap{cap}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
