@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from constructions.errors import PromptproofError
 from theorems.claims import CLAIMS, claims_matching
+from verify.experiments.executors import EXECUTORS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -54,7 +55,7 @@ def build_parser() -> Parser:
         p.add_argument("--jobs", type=_positive_int, default=1, metavar="J",
                        help="training runs to train at a time, one process and one thread each (default 1; "
                             "--jobs 2 on a 2-core machine)")
-        p.add_argument("--executor", choices=("local", "ray"), default="local",
+        p.add_argument("--executor", choices=EXECUTORS, default="local",
                        help="where training runs execute: local (default; --jobs processes) | ray (one Ray task "
                             "per run; needs the 'cluster' extra)")
         p.add_argument("--address", metavar="ADDR",

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from verify.experiments import records
+from verify.experiments import records, scales
 from verify.experiments.experiments import Runner
 from verify.experiments.gpt import add_prefix
 from verify.experiments.scales import config_for
@@ -49,11 +49,11 @@ assert next(iter(PREFIX_STAGES)) == STAGE, "the probe's prefix init assumes this
 def probe_config(scale: str, cap: int) -> tuple[dict, str]:
     """The run's configuration with one extra stage, ``probe_<stage>_<cap>``: the stage's settings
     with ``cap`` steps and the rule default_rule(cap). Returns (config, probe stage name)."""
-    config = copy.deepcopy(config_for("skills", scale))
+    config = config_for("skills", scale)
     name = f"probe_{STAGE}_{cap}"
-    stage = {**config["stages"][STAGE], "iters": cap, "converge": default_rule(cap),
-             "checkpoint_every": max(1, min(1000, cap // 4))}
-    config["stages"][name] = stage
+    config["stages"][name] = dict(config["stages"][STAGE])
+    config = scales._with_iters(config, {name: cap})  # iters and checkpoint spacing as every stage's
+    config["stages"][name]["converge"] = default_rule(cap)
     return config, name
 
 
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config_for("skills", args.scale)
-    except (KeyError, ValueError) as error:
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.cap < 1 or args.seed < 0:

@@ -22,8 +22,6 @@ without the ``cluster`` extra installed.
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -255,17 +253,14 @@ def _keep_locally(record: dict, task: RunTask) -> dict:
     body = {k: v for k, v in record.items() if k not in ("path", "reused")}
     if body.get("digest") != records.record_digest(body):
         raise RuntimeError(f"the record of {task.run} came back from the Ray worker altered")
-    text = json.dumps(body, indent=1, sort_keys=True) + "\n"
+    text = records.record_text(body)
     path = records.record_path(task.run.experiment, task.run.scale, task.run.seed, task.results_dir)
     try:
         same = path.read_text() == text
     except OSError:
         same = False
     if not same:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        records.write_text_atomically(path, text)
     return {**record, "path": records.relative(path)}
 
 

@@ -123,15 +123,24 @@ def write_record(experiment: str, scale: str, seed: int, config: dict, code: str
                  results_dir: Path = RESULTS_DIR) -> Path:
     """Write the record, sealed with its digest, atomically; returns its path."""
     path = record_path(experiment, scale, seed, results_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"experiment": experiment, "scale": scale, "seed": seed, "config": config, "code_hash": code,
               "key": run_key(experiment, scale, seed, config, code), "metrics": metrics,
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    record = seal(record)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomically(path, record_text(seal(record)))
     return path
+
+
+def record_text(record: dict) -> str:
+    """The bytes of a record file: canonical key order, one-space indent, a final newline."""
+    return json.dumps(record, indent=1, sort_keys=True) + "\n"
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` beside ``path`` and rename: a record is never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def relative(path: Path) -> str:
