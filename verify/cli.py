@@ -16,6 +16,7 @@ run does not reproduce, a mutant survived; 2 = bad input (one line on stderr, no
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,7 +46,10 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> Parser:
     parser = Parser(prog="python -m verify", description="Machine-checked claims of context-based fine-tuning theory.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    sub.add_parser("list", help="one line per claim: id, paper, section, evidence kind")
+    listing = sub.add_parser("list", help="one line per claim: id, paper, section, evidence kind")
+    listing.add_argument("--where", action="store_true",
+                         help="per claim, where it lives: its check (file:line), the constructions, theorems, "
+                              "machinery or training experiment it rests on, its notes and its tests")
 
     def add_run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
@@ -176,9 +180,20 @@ def _check_output_path(path: Path | None) -> None:
         raise UsageError(f"cannot write {path}: it is a directory")
 
 
-def cmd_list(console: Console) -> int:
+def cmd_list(console: Console, where: bool = False) -> int:
     from verify.registry import CHECKS
 
+    if where:
+        from verify.where import all_locations
+
+        for loc in all_locations():
+            print(loc.claim_id)
+            for label, paths in (("check", (loc.check,)), ("constructions", loc.constructions),
+                                 ("theorems", loc.theorems), ("machinery", loc.machinery),
+                                 ("experiment", loc.experiments), ("notes", loc.notes), ("tests", loc.tests)):
+                if paths:
+                    print(f"  {label + ':':15}{', '.join(paths)}")
+        return EXIT_OK
     for claim in CLAIMS:
         if claim.id in CHECKS:
             print(f"{claim.id}\t{claim.paper}\t{claim.section}\t{claim.evidence_kind}")
@@ -437,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "list":
-            return cmd_list(console)
+            return cmd_list(console, args.where)
         if args.command == "all":
             return cmd_run([c.id for c in CLAIMS], args, console)
         if args.command == "run":
@@ -463,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("verify: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`verify list | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -101,6 +101,7 @@ def training_check(claim_id: str, training: Training | Trainings,
             return on_records(context.training_records(training))
 
         run.__doc__ = on_records.__doc__
+        run.__wrapped__ = on_records  # verify.where finds the verdict's source through it
         check(claim_id, controls)(run)
         TRAININGS[claim_id] = training
         return on_records
