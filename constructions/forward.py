@@ -49,6 +49,9 @@ class Ops(Protocol):
 
     def add(self, x: Tensor, y: Tensor) -> Tensor: ...
 
+    # gelu(x) (exact erf form) is needed only by an MLP whose activation is "gelu"; ops without it
+    # (the interval certificates) refuse such specs.
+
 
 class ArchitectureOps(Protocol):
     """What a spec with norms, RoPE or a prefix needs on top of :class:`Ops` (NumpyOps has it;
@@ -108,6 +111,12 @@ class NumpyOps:
     def relu(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(x, 0.0)
 
+    def gelu(self, x: np.ndarray) -> np.ndarray:
+        """GELU(x) = x/2 (1 + erf(x / sqrt 2)), the exact form (torch's F.gelu default)."""
+        from scipy import special  # imported here: only a GELU spec needs it
+
+        return 0.5 * x * (1.0 + special.erf(x * SQRT1_2))
+
     def add(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return x + y
 
@@ -127,6 +136,7 @@ class NumpyOps:
 
 
 NUMPY = NumpyOps()
+SQRT1_2 = float(np.sqrt(0.5))  # 1/sqrt(2) rounded once, the constant torch's exact GELU multiplies by
 
 
 def rotary_angles(base: float, width: int, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -231,7 +241,7 @@ def forward(
     if positions is None:
         positions = np.arange(n)
     if (spec.uses_norms_or_rotary or prefix is not None) and not hasattr(ops, "norm"):
-        raise PromptproofError(f"{type(ops).__name__} cannot run norms, RoPE or prefixes")
+        raise PromptproofError(f"{type(ops).__name__} cannot run norms, RoPE, GELU or prefixes")
     rotary: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # d_head -> (cos, sin)
     rows = twice = None
     if read is not None:
@@ -294,7 +304,8 @@ def forward(
         if block.mlp is not None:
             mlp = block.mlp
             h = x if block.ln2 is None else ops.norm(x, block.ln2)
-            hidden = ops.relu(ops.linear(h, mlp.W_in, mlp.b_in))  # (B, n, d_mlp)
+            pre = ops.linear(h, mlp.W_in, mlp.b_in)  # (B, n, d_mlp)
+            hidden = ops.relu(pre) if mlp.activation == "relu" else _gelu(ops, pre, index)
             x = ops.add(x, ops.linear(hidden, mlp.W_out, mlp.b_out))
         if cache is not None:
             cache[f"blocks.{index}.resid_post"] = x
@@ -318,8 +329,19 @@ def _prefix_arrays(prefix: PrefixKV, batch: int, widths: tuple[int, int, int], i
     return out[0], out[1]
 
 
+def _gelu(ops: Ops, x: Tensor, index: int) -> Tensor:
+    if not hasattr(ops, "gelu"):
+        raise PromptproofError(f"{type(ops).__name__} cannot run the GELU MLP of block {index}")
+    return ops.gelu(x)
+
+
 def logits(spec: TransformerSpec, resid: Tensor, ops: Ops = NUMPY) -> Tensor:
-    """logits = resid W_U + b_U.  (B, n, d) -> (B, n, V)."""
+    """logits = N_f(resid) W_U + b_U, N_f the final norm ``spec.ln_final`` (identity when absent).
+    (B, n, d) -> (B, n, V)."""
+    if spec.ln_final is not None:
+        if not hasattr(ops, "norm"):
+            raise PromptproofError(f"{type(ops).__name__} cannot run the final norm (ln_final)")
+        resid = ops.norm(resid, spec.ln_final)
     return ops.linear(resid, spec.W_U, spec.b_U)
 
 

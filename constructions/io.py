@@ -9,6 +9,12 @@ Layout of an export directory:
 
 Writing is all-or-nothing: files go to a temporary directory beside the target, then are moved
 in. Same arguments -> byte-identical files (sorted JSON keys, safetensors' deterministic header).
+
+A spec that is not a construction (norms, GELU, RoPE: e.g. a trained GPT exported by
+``verify.experiments.spec_export``) goes through :func:`export_spec` / :func:`load_exported_spec`:
+the same ``model.safetensors``, and a ``config.json`` of format "promptproof-spec" whose
+``architecture`` carries :meth:`TransformerSpec.layout` (each norm's kind and eps, each MLP's
+activation, the RoPE base), from which the spec is rebuilt exactly.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ VIRTUAL_FILE = "virtual_tokens.safetensors"
 
 
 def architecture(spec: TransformerSpec) -> dict[str, Any]:
-    return {
+    """The config's description of ``spec``. The norm, RoPE and activation entries appear only for
+    specs that use them, so a construction's config is what it was before they existed."""
+    out = {
         "kind": "decoder-only transformer, residual stream, no LayerNorm",
         "weight_conventions": "TransformerLens shapes, row vectors: q = x @ W_Q[h] + b_Q[h]",
         "d_model": spec.d_model,
@@ -51,6 +59,19 @@ def architecture(spec: TransformerSpec) -> dict[str, Any]:
         "positional_embedding": "learned absolute, added to every input embedding",
         "dtype": "float64",
     }
+    if spec.uses_norms_or_rotary:
+        layout = spec.layout()
+        activations = sorted({b.mlp.activation for b in spec.blocks if b.mlp is not None}) or ["relu"]
+        out.update({
+            "kind": "decoder-only transformer, residual stream, optional pre-norms and final norm",
+            "activation": activations[0] if len(activations) == 1 else activations,
+            "norms": layout["norms"],  # {'blocks.l.ln1' | 'blocks.l.ln2' | 'ln_final': {kind, eps}}
+            "activations": layout["activations"],  # {'blocks.l.mlp': act} where act is not relu
+            "rotary_base": spec.rotary_base,
+        })
+        if spec.rotary_base is not None:
+            out["positional_embedding"] += "; RoPE on queries and keys"
+    return out
 
 
 def export_construction(construction: Construction, out: Path, task: np.ndarray | None = None) -> list[Path]:
@@ -169,6 +190,7 @@ def load_spec(directory: Path, config: dict[str, Any]) -> TransformerSpec:
         return TransformerSpec.from_named_arrays(
             arrays, int(arch["n_layers"]), float(arch["attention_scale"]), bool(arch["causal"]),
             {k: tuple(v) for k, v in config["subspaces"].items()},
+            rotary_base=arch.get("rotary_base"), norms=arch.get("norms"), activations=arch.get("activations"),
         )
     except PromptproofError as exc:
         raise ExportError(f"{MODEL_FILE}: {exc}") from None
@@ -191,3 +213,52 @@ def load_virtual_tokens(directory: Path, d_model: int, count: int) -> np.ndarray
     if not np.all(np.isfinite(virtual)):
         raise ExportError(f"{path}: non-finite values")
     return virtual
+
+
+SPEC_FORMAT = "promptproof-spec"
+SPEC_FORMAT_VERSION = 1
+
+
+def export_spec(spec: TransformerSpec, out: Path, name: str, source: Mapping[str, Any] | None = None,
+                tensors: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> list[Path]:
+    """Write any spec (norms, GELU, RoPE included) into ``out``, all or nothing: ``model.safetensors``
+    (:meth:`TransformerSpec.named_arrays`, float64), ``config.json`` (format "promptproof-spec":
+    ``architecture`` as :func:`architecture`, from which :func:`load_exported_spec` rebuilds the
+    spec exactly, and ``source``, what the caller says produced it), and one safetensors file per
+    entry of ``tensors`` (file name -> {tensor name -> float64 array}, e.g. a trained prefix)."""
+    config = {"format": SPEC_FORMAT, "format_version": SPEC_FORMAT_VERSION, "name": name,
+              "architecture": architecture(spec),
+              "subspaces": {k: list(v) for k, v in spec.subspaces.items()},
+              "source": dict(source or {}), "files": sorted(tensors or {})}
+    files: dict[str, Callable[[Path], None]] = {
+        MODEL_FILE: lambda path: save_file(dict(sorted(spec.named_arrays().items())), str(path)),
+    }
+    for file_name, group in sorted((tensors or {}).items()):
+        arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float64)) for k, v in sorted(group.items())}
+        files[file_name] = lambda path, arrays=arrays: save_file(arrays, str(path))
+    files[CONFIG_FILE] = lambda path: path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return write_directory(out, files)
+
+
+def load_exported_spec(directory: Path) -> tuple[TransformerSpec, dict[str, Any], dict[str, dict[str, np.ndarray]]]:
+    """Reload an :func:`export_spec` directory: (spec, config, {file name: tensors}); ExportError
+    naming the problem when a file is missing, corrupt, of another format or not float64."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ExportError(f"{directory} is not a directory")
+    config = read_json(directory / CONFIG_FILE, ExportError, "config")
+    if not isinstance(config, dict) or config.get("format") != SPEC_FORMAT:
+        raise ExportError(f"{directory / CONFIG_FILE} is not a promptproof spec export")
+    if config.get("format_version") != SPEC_FORMAT_VERSION:
+        raise ExportError(f"{directory / CONFIG_FILE}: unsupported format_version {config.get('format_version')!r}")
+    for key in ("architecture", "subspaces"):
+        if not isinstance(config.get(key), dict):
+            raise ExportError(f"{directory / CONFIG_FILE}: field {key!r} must be a JSON object")
+    spec = load_spec(directory, config)
+    extra: dict[str, dict[str, np.ndarray]] = {}
+    for file_name in config.get("files", []):
+        extra[file_name] = _load_tensors(directory / str(file_name))
+        for name, array in extra[file_name].items():
+            if array.dtype != np.float64 or not np.all(np.isfinite(array)):
+                raise ExportError(f"{file_name}: tensor {name!r} must be finite float64")
+    return spec, config, extra

@@ -10,11 +10,14 @@ them without translation. With residual width ``d``, vocabulary ``V``, context `
       v_j^h = h_j W_V[h] + b_V[h]
       A_ij^h = softmax_j( scale * q_i^h . k_j^h ),  j <= i   (causal)   or all j (non-causal)
       x_i  <- x_i + sum_h (sum_j A_ij^h v_j^h) W_O[h] + b_O
-      x_i  <- x_i + ReLU(N2(x_i) W_in + b_in) W_out + b_out      (when the block has an MLP)
-    logits_i = x_i W_U + b_U
+      x_i  <- x_i + act(N2(x_i) W_in + b_in) W_out + b_out       (when the block has an MLP)
+    logits_i = N_f(x_i) W_U + b_U                 (N_f: the optional final norm ``ln_final``)
 
-The norms are optional (``Norm``): LayerNorm  N(x) = (x - mean x) / sqrt(var x + eps) * w + b,
-or RMSNorm  N(x) = x / sqrt(mean x^2 + eps) * w. Rot_p is the rotary position embedding
+The MLP activation ``act`` is ReLU (the default; every construction) or GELU in its exact erf
+form, GELU(z) = z * Phi(z) = z/2 * (1 + erf(z / sqrt 2)) (torch's ``nn.GELU()`` / ``F.gelu``
+default and TransformerLens's "gelu"; not the tanh approximation "gelu_new").
+The norms are optional (``Norm``): LayerNorm  N(x) = (x - mean x) / sqrt(var x + eps) * w + b
+(var the biased variance, as torch's ``nn.LayerNorm``), or RMSNorm  N(x) = x / sqrt(mean x^2 + eps) * w. Rot_p is the rotary position embedding
 (RoPE, GPT-NeoX/HF "rotate half" layout) at position p, used only when ``rotary_base`` is
 set: for frequency m = 0..d_head/2 - 1, theta_m = base^(-2m/d_head), the pair of coordinates
 (m, m + d_head/2) is rotated by the angle p * theta_m.
@@ -46,7 +49,9 @@ def _as_f64(name: str, value: object, shape: tuple[int, ...]) -> FloatArray:
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
         raise SpecError(f"{name}: expected a numeric array, got dtype {array.dtype}")
-    array = np.array(array, dtype=np.float64)  # always a copy: the spec owns its weights
+    # always a C-ordered copy: the spec owns its weights, and writers that dump raw memory
+    # (safetensors' numpy save_file ignores strides) see them in index order
+    array = np.array(array, dtype=np.float64, order="C")
     if array.shape != shape:
         raise SpecError(f"{name}: expected shape {shape}, got {array.shape}")
     if not np.all(np.isfinite(array)):
@@ -113,14 +118,20 @@ class Attention:
         )
 
 
+ACTIVATIONS = ("relu", "gelu")  # "gelu": the exact erf form (module docstring)
+
+
 @dataclass(frozen=True, eq=False)
 class MLP:
-    """ReLU(x W_in + b_in) W_out + b_out.   W_in: (d, d_mlp)  W_out: (d_mlp, d)."""
+    """act(x W_in + b_in) W_out + b_out.   W_in: (d, d_mlp)  W_out: (d_mlp, d).  act: ACTIVATIONS."""
 
     W_in: FloatArray
     b_in: FloatArray
     W_out: FloatArray
     b_out: FloatArray
+    activation: str = "relu"
+
+    ARRAYS = ("W_in", "b_in", "W_out", "b_out")  # the weight fields, in named_arrays order
 
     @classmethod
     def build(
@@ -131,7 +142,10 @@ class MLP:
         b_in: object | None = None,
         b_out: object | None = None,
         where: str = "mlp",
+        activation: str = "relu",
     ) -> "MLP":
+        if activation not in ACTIVATIONS:
+            raise SpecError(f"{where}: unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         w_in = np.asarray(W_in)
         if w_in.ndim != 2:
             raise SpecError(f"{where}.W_in: expected 2 dimensions (d, d_mlp), got {w_in.ndim}")
@@ -141,6 +155,7 @@ class MLP:
             b_in=_as_f64(f"{where}.b_in", np.zeros(d_mlp) if b_in is None else b_in, (d_mlp,)),
             W_out=_as_f64(f"{where}.W_out", W_out, (d_mlp, d_model)),
             b_out=_as_f64(f"{where}.b_out", np.zeros(d_model) if b_out is None else b_out, (d_model,)),
+            activation=activation,
         )
 
 
@@ -184,7 +199,12 @@ class Block:
 class TransformerSpec:
     """A complete decoder-only transformer. Build with :meth:`build` (validates everything).
 
-    W_E: (V, d)   W_pos: (n_ctx, d)   W_U: (d, V)   b_U: (V,)
+    W_E: (V, d)   W_pos: (n_ctx, d)   W_U: (d, V)   b_U: (V,)   ln_final: optional Norm (d,)
+
+    Weights go to disk as :meth:`named_arrays`; everything else a spec is (attention scale,
+    causality, subspaces, RoPE base, each norm's kind and eps, each MLP's activation) is
+    :meth:`layout`, a JSON-able dict, and ``from_named_arrays(spec.named_arrays(), **spec.layout())``
+    rebuilds the spec exactly.
     """
 
     W_E: FloatArray
@@ -196,12 +216,15 @@ class TransformerSpec:
     causal: bool = True
     subspaces: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     rotary_base: float | None = None
+    ln_final: Norm | None = None  # the norm before the unembedding (TransformerLens's ln_final)
 
     @property
     def uses_norms_or_rotary(self) -> bool:
-        """True when the spec leaves the construction architecture (norms or RoPE present)."""
-        return self.rotary_base is not None or any(
-            b.ln1 is not None or b.ln2 is not None for b in self.blocks)
+        """True when the spec leaves the construction architecture: norms (per block or final),
+        RoPE, or an MLP activation other than ReLU."""
+        return self.rotary_base is not None or self.ln_final is not None or any(
+            b.ln1 is not None or b.ln2 is not None or (b.mlp is not None and b.mlp.activation != "relu")
+            for b in self.blocks)
 
     @property
     def d_model(self) -> int:
@@ -238,6 +261,7 @@ class TransformerSpec:
         causal: bool = True,
         subspaces: Mapping[str, tuple[int, int]] | None = None,
         rotary_base: float | None = None,
+        ln_final: Norm | None = None,
     ) -> "TransformerSpec":
         w_e = np.asarray(W_E)
         if w_e.ndim != 2 or w_e.shape[0] < 1 or w_e.shape[1] < 1:
@@ -255,6 +279,8 @@ class TransformerSpec:
             _check_block_width(block, d_model, index)
             if rotary_base is not None and block.attention.W_Q.shape[2] % 2:
                 raise SpecError(f"blocks[{index}].attn: RoPE needs an even d_head, got {block.attention.W_Q.shape[2]}")
+        if ln_final is not None and (not isinstance(ln_final, Norm) or ln_final.w.shape != (d_model,)):
+            raise SpecError(f"ln_final: expected a Norm of width d_model {d_model}")
         if rotary_base is not None and not (np.isfinite(rotary_base) and rotary_base > 1):
             raise SpecError(f"rotary_base must be a finite number > 1, got {rotary_base}")
         spaces = dict(subspaces or {})
@@ -275,7 +301,17 @@ class TransformerSpec:
             causal=bool(causal),
             subspaces={name: (int(a), int(b)) for name, (a, b) in spaces.items()},
             rotary_base=None if rotary_base is None else float(rotary_base),
+            ln_final=ln_final,
         )
+
+    def norms(self) -> dict[str, Norm]:
+        """Every norm under its weight-name prefix: 'blocks.l.ln1', 'blocks.l.ln2', 'ln_final'."""
+        out = {f"blocks.{index}.{name}": getattr(block, name)
+               for index, block in enumerate(self.blocks) for name in ("ln1", "ln2")
+               if getattr(block, name) is not None}
+        if self.ln_final is not None:
+            out["ln_final"] = self.ln_final
+        return out
 
     def named_arrays(self) -> dict[str, FloatArray]:
         """Every weight under a stable, TransformerLens-like name (the export format)."""
@@ -289,11 +325,29 @@ class TransformerSpec:
             for item in fields(Attention):
                 arrays[f"blocks.{index}.attn.{item.name}"] = getattr(block.attention, item.name)
             if block.mlp is not None:
-                for item in fields(MLP):
-                    arrays[f"blocks.{index}.mlp.{item.name}"] = getattr(block.mlp, item.name)
+                for name in MLP.ARRAYS:
+                    arrays[f"blocks.{index}.mlp.{name}"] = getattr(block.mlp, name)
+        if self.ln_final is not None:
+            arrays["ln_final.w"] = self.ln_final.w
+            arrays["ln_final.b"] = self.ln_final.b
         arrays["unembed.W_U"] = self.W_U
         arrays["unembed.b_U"] = self.b_U
         return arrays
+
+    def layout(self) -> dict:
+        """The keyword arguments of :meth:`from_named_arrays` besides the arrays (JSON-able):
+        n_layers, attention_scale, causal, subspaces, rotary_base, norms {name: {kind, eps}} and
+        activations {'blocks.l.mlp': act} for the MLPs whose activation is not ReLU."""
+        return {
+            "n_layers": self.n_layers,
+            "attention_scale": self.attention_scale,
+            "causal": self.causal,
+            "subspaces": {name: [a, b] for name, (a, b) in self.subspaces.items()},
+            "rotary_base": self.rotary_base,
+            "norms": {name: {"kind": norm.kind, "eps": norm.eps} for name, norm in self.norms().items()},
+            "activations": {f"blocks.{index}.mlp": block.mlp.activation for index, block in enumerate(self.blocks)
+                            if block.mlp is not None and block.mlp.activation != "relu"},
+        }
 
     @classmethod
     def from_named_arrays(
@@ -303,13 +357,37 @@ class TransformerSpec:
         attention_scale: float,
         causal: bool,
         subspaces: Mapping[str, tuple[int, int]] | None = None,
+        rotary_base: float | None = None,
+        norms: Mapping[str, Mapping[str, object]] | None = None,
+        activations: Mapping[str, str] | None = None,
     ) -> "TransformerSpec":
-        """Inverse of :meth:`named_arrays`; every shape and value is validated again."""
+        """Inverse of :meth:`named_arrays`; every shape and value is validated again.
+
+        ``norms`` gives the kind and eps of every norm whose weights are in ``arrays``
+        ('blocks.0.ln1': {'kind': 'layernorm', 'eps': 1e-5}; :meth:`layout` writes it): a norm's
+        weights without its entry, or an entry without weights, is a SpecError. ``activations``
+        names the MLPs that are not ReLU ('blocks.0.mlp': 'gelu')."""
+        norms = dict(norms or {})
+        activations = dict(activations or {})
 
         def take(name: str) -> np.ndarray:
             if name not in arrays:
                 raise SpecError(f"missing weight {name!r}")
             return arrays[name]
+
+        def norm(name: str, d_model: int) -> Norm | None:
+            if f"{name}.w" not in arrays and name not in norms:
+                return None
+            if name not in norms:
+                raise SpecError(f"weight {name + '.w'!r} given, but not its norm's kind and eps (norms[{name!r}])")
+            entry = norms.pop(name)
+            if not isinstance(entry, Mapping) or set(entry) != {"kind", "eps"}:
+                raise SpecError(f"norms[{name!r}]: expected {{'kind': ..., 'eps': ...}}, got {entry!r}")
+            try:
+                eps = float(entry["eps"])
+            except (TypeError, ValueError):
+                raise SpecError(f"norms[{name!r}].eps: expected a number, got {entry['eps']!r}") from None
+            return Norm.build(d_model, str(entry["kind"]), take(f"{name}.w"), take(f"{name}.b"), eps, where=name)
 
         d_model = np.asarray(take("embed.W_E")).shape[-1]
         blocks = []
@@ -320,20 +398,28 @@ class TransformerSpec:
                 **{item.name: take(f"{prefix}.attn.{item.name}") for item in fields(Attention)},
                 where=f"{prefix}.attn",
             )
+            activation = activations.pop(f"{prefix}.mlp", "relu")
             has_mlp = f"{prefix}.mlp.W_in" in arrays
+            if not has_mlp and activation != "relu":
+                raise SpecError(f"activations[{prefix + '.mlp'!r}] given, but block {index} has no MLP weights")
             mlp = (
                 MLP.build(
                     d_model,
-                    **{item.name: take(f"{prefix}.mlp.{item.name}") for item in fields(MLP)},
+                    **{name: take(f"{prefix}.mlp.{name}") for name in MLP.ARRAYS},
                     where=f"{prefix}.mlp",
+                    activation=activation,
                 )
                 if has_mlp
                 else None
             )
-            blocks.append(Block(attention, mlp))
+            blocks.append(Block(attention, mlp, norm(f"{prefix}.ln1", d_model), norm(f"{prefix}.ln2", d_model)))
+        ln_final = norm("ln_final", d_model)
+        for name, unused in (("norms", norms), ("activations", activations)):
+            if unused:
+                raise SpecError(f"{name}[{sorted(unused)[0]!r}] names no part of a {n_layers}-block spec")
         spec = cls.build(
             take("embed.W_E"), take("pos_embed.W_pos"), blocks, take("unembed.W_U"),
-            take("unembed.b_U"), attention_scale, causal, subspaces,
+            take("unembed.b_U"), attention_scale, causal, subspaces, rotary_base, ln_final,
         )
         extra = sorted(set(arrays) - set(spec.named_arrays()))
         if extra:

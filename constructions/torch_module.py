@@ -2,8 +2,8 @@
 
 Parameters are float64 copies of the spec's arrays under the spec's names (``blocks.0.attn.W_Q``
 ...), so ``module.state_dict()`` and :meth:`TransformerSpec.named_arrays` line up one to one.
-The equations are those of :mod:`constructions.spec` (norms, RoPE and per-block prefix keys/values
-included); a parity test holds this module and the numpy forward to 1e-12 in float64.
+The equations are those of :mod:`constructions.spec` (norms, the final norm, GELU, RoPE and
+per-block prefix keys/values included); a parity test holds this module and the numpy forward to 1e-12 in float64.
 """
 
 from __future__ import annotations
@@ -79,13 +79,18 @@ class AttentionLayer(nn.Module):
 
 
 class MLPLayer(nn.Module):
+    """act(x W_in + b_in) W_out + b_out, act ReLU or the exact (erf) GELU."""
+
     def __init__(self, spec_mlp) -> None:
         super().__init__()
         for name in ("W_in", "b_in", "W_out", "b_out"):
             self.register_parameter(name, nn.Parameter(torch.from_numpy(np.array(getattr(spec_mlp, name)))))
+        self.activation = spec_mlp.activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x @ self.W_in + self.b_in) @ self.W_out + self.b_out
+        pre = x @ self.W_in + self.b_in
+        hidden = torch.relu(pre) if self.activation == "relu" else torch.nn.functional.gelu(pre)
+        return hidden @ self.W_out + self.b_out
 
 
 class TransformerBlock(nn.Module):
@@ -117,6 +122,7 @@ class SpecTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             TransformerBlock(block, spec.attention_scale, spec.causal, spec.rotary_base) for block in spec.blocks
         )
+        self.ln_final = NormLayer(spec.ln_final) if spec.ln_final is not None else None
         self.unembed = nn.Module()
         self.unembed.W_U = nn.Parameter(torch.from_numpy(np.array(spec.W_U)))
         self.unembed.b_U = nn.Parameter(torch.from_numpy(np.array(spec.b_U)))
@@ -145,8 +151,10 @@ class SpecTransformer(nn.Module):
 
     def forward(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """inputs_embeds (B, n, d) -> logits (B, n, V)."""
-        x = inputs_embeds + self.pos_embed.W_pos[: inputs_embeds.shape[1]]
-        return self.residual(x) @ self.unembed.W_U + self.unembed.b_U
+        x = self.residual(inputs_embeds + self.pos_embed.W_pos[: inputs_embeds.shape[1]])
+        if self.ln_final is not None:
+            x = self.ln_final(x)
+        return x @ self.unembed.W_U + self.unembed.b_U
 
     @torch.no_grad()
     def generate(

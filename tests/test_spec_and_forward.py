@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from constructions.errors import PromptproofError, SpecError
 from constructions.forward import NUMPY, embed, forward, generate, logits, next_token_predictions
-from constructions.spec import MLP, Attention, Block, TransformerSpec, no_attention
+from constructions.io import export_spec, load_exported_spec
+from constructions.spec import MLP, Attention, Block, Norm, TransformerSpec, no_attention
 from constructions.torch_module import SpecTransformer
 from theorems.strategies import seeds
 
@@ -132,6 +133,97 @@ def test_named_arrays_round_trip_is_exact():
     again = TransformerSpec.from_named_arrays(spec.named_arrays(), spec.n_layers, spec.attention_scale, spec.causal)
     for name, array in spec.named_arrays().items():
         assert np.array_equal(array, again.named_arrays()[name])
+
+
+def featured_spec(feature: str, seed: int = 5) -> TransformerSpec:
+    """A random spec with one architecture feature (or all of them) beyond the constructions'."""
+    rng = np.random.default_rng(seed)
+    base = random_spec(seed, layers=2, d_head=4)  # an even d_head, for RoPE
+    d = base.d_model
+    norm = lambda kind, eps=1e-5: Norm.build(d, kind, rng.normal(size=d),  # noqa: E731
+                                             None if kind == "rmsnorm" else rng.normal(size=d), eps)
+    gelu = lambda mlp: MLP.build(d, mlp.W_in, mlp.W_out, mlp.b_in, mlp.b_out, activation="gelu")  # noqa: E731
+    blocks, extra = list(base.blocks), {}
+    b0, b1 = blocks
+    if feature in ("layernorm", "all"):
+        blocks = [Block(b.attention, b.mlp, norm("layernorm"), norm("layernorm", 1e-6)) for b in blocks]
+    if feature == "rmsnorm":
+        blocks = [Block(b0.attention, b0.mlp, norm("rmsnorm")), Block(b1.attention, b1.mlp, None, norm("rmsnorm"))]
+    if feature in ("gelu", "all"):
+        blocks = [Block(b.attention, gelu(b.mlp), b.ln1, b.ln2) if i == 0 else b for i, b in enumerate(blocks)]
+    if feature in ("mlp-less", "all"):
+        blocks[1] = Block(blocks[1].attention, None, blocks[1].ln1)
+    if feature in ("ln_final", "all"):
+        extra["ln_final"] = norm("layernorm", 1e-7)
+    if feature in ("rope", "all"):
+        extra["rotary_base"] = 500.0
+    if feature in ("subspaces", "all"):
+        extra["subspaces"] = {"a": (0, 3), "b": (5, 8)}
+    return TransformerSpec.build(base.W_E, base.W_pos, blocks, base.W_U, base.b_U, base.attention_scale,
+                                 causal=feature != "non-causal", **extra)
+
+
+FEATURES = ["none", "layernorm", "rmsnorm", "gelu", "ln_final", "rope", "mlp-less", "subspaces", "non-causal", "all"]
+
+
+def _same_spec(a: TransformerSpec, b: TransformerSpec) -> None:
+    assert a.layout() == b.layout()
+    assert a.named_arrays().keys() == b.named_arrays().keys()
+    for name, array in a.named_arrays().items():
+        assert np.array_equal(array, b.named_arrays()[name]), name
+    x = embed(a, np.random.default_rng(0).integers(0, a.vocab_size, size=(3, a.n_ctx)))
+    assert np.array_equal(logits(a, forward(a, x)), logits(b, forward(b, x)))
+
+
+@pytest.mark.parametrize("feature", FEATURES)
+def test_from_named_arrays_round_trips_every_feature(feature):
+    spec = featured_spec(feature)
+    _same_spec(spec, TransformerSpec.from_named_arrays(spec.named_arrays(), **spec.layout()))
+
+
+@pytest.mark.parametrize("feature", ["layernorm", "rmsnorm", "all"])
+def test_export_spec_round_trips_through_disk(tmp_path, feature):
+    spec = featured_spec(feature)
+    export_spec(spec, tmp_path / "spec", "test", {"feature": feature})
+    again, config, _ = load_exported_spec(tmp_path / "spec")
+    assert config["source"] == {"feature": feature}
+    _same_spec(spec, again)
+
+
+def test_from_named_arrays_names_a_norm_without_its_kind_or_weights():
+    spec = featured_spec("all")
+    layout = spec.layout()
+    with pytest.raises(SpecError, match=r"'blocks\.0\.ln1\.w' given, but not its norm's kind and eps"):
+        TransformerSpec.from_named_arrays(spec.named_arrays(), **{**layout, "norms": {}})
+    arrays = {k: v for k, v in spec.named_arrays().items() if not k.startswith("ln_final")}
+    with pytest.raises(SpecError, match="missing weight 'ln_final.w'"):
+        TransformerSpec.from_named_arrays(arrays, **layout)
+    with pytest.raises(SpecError, match=r"norms\['blocks\.9\.ln1'\] names no part"):
+        TransformerSpec.from_named_arrays(spec.named_arrays(), **{**layout, "norms": {
+            **layout["norms"], "blocks.9.ln1": {"kind": "layernorm", "eps": 1e-5}}})
+    with pytest.raises(SpecError, match="unknown activation 'swish'"):
+        TransformerSpec.from_named_arrays(spec.named_arrays(), **{**layout, "activations": {"blocks.0.mlp": "swish"}})
+    with pytest.raises(SpecError, match="block 1 has no MLP weights"):
+        TransformerSpec.from_named_arrays(spec.named_arrays(), **{**layout, "activations": {"blocks.1.mlp": "gelu"}})
+
+
+@pytest.mark.parametrize("feature", ["layernorm", "gelu", "ln_final", "all"])
+def test_torch_module_matches_numpy_forward_with_gelu_and_final_norm(feature):
+    spec = featured_spec(feature)
+    tokens = np.random.default_rng(2).integers(0, spec.vocab_size, size=(4, spec.n_ctx))
+    ours = logits(spec, forward(spec, embed(spec, tokens)))
+    module = SpecTransformer(spec)
+    assert set(module.state_dict()) == set(spec.named_arrays())
+    with torch.no_grad():
+        theirs = module(module.embed_tokens(torch.from_numpy(tokens))).numpy()
+    assert np.max(np.abs(ours - theirs)) <= PARITY_TOLERANCE * max(1.0, np.max(np.abs(ours)))
+
+
+def test_gelu_is_the_exact_erf_form_of_torch():
+    x = np.linspace(-6, 6, 1001)
+    assert np.max(np.abs(NUMPY.gelu(x) - torch.nn.functional.gelu(torch.from_numpy(x)).numpy())) <= 1e-15
+    tanh_form = torch.nn.functional.gelu(torch.from_numpy(x), approximate="tanh").numpy()
+    assert np.max(np.abs(NUMPY.gelu(x) - tanh_form)) > 1e-4  # the control: the other GELU is far off
 
 
 def test_named_arrays_reject_unknown_and_missing_weights():
