@@ -40,10 +40,20 @@ with the virtual token vectors; TL then adds W_pos[position] as for any token. T
 :func:`constructions.forward.embed` (soft prompting). The bridge's forward takes token ids, so the
 ids at virtual positions are placeholders (0), as in :meth:`Construction.prompt_tokens`.
 
-Not expressible, refused with :class:`LensExportError` naming the feature: norms (TL puts one
-normalization kind before every attention, every MLP and the unembedding (``ln_final``); the
-spec has per-block optional norms and no final norm, and TL's RMSNorm runs in float32) and RoPE
-(TL builds its rotary tables in float32 from an integer base; a float64 parity is impossible).
+Norms and activation: TL has one ``normalization_type`` (one eps) for the norm before every
+attention, every MLP and the unembedding (``ln_final``), and one ``act_fn``. A spec whose blocks
+all have a LayerNorm ``ln1``, whose MLP blocks have a LayerNorm ``ln2``, which has a LayerNorm
+``ln_final``, all with the same eps, is exported with normalization_type "LN" and cfg.eps
+(``blocks.l.ln1.w/b``, ``blocks.l.ln2.w/b``, ``ln_final.w/b`` in the state dict; an MLP-less
+block's ln2 gets w = 1, b = 0 and feeds the all-zero padded MLP, so it adds exactly 0); act_fn
+is "relu" or "gelu" (TL's "gelu" is F.gelu, the exact erf form, as the spec's). This is the
+architecture of the training experiments' GPT (``verify.experiments.spec_export``); the
+constructions have no norms and keep normalization_type None.
+
+Not expressible, refused with :class:`LensExportError` naming the feature: any other pattern of
+norms (a norm missing somewhere, mixed eps), RMSNorm (TL's runs in float32), MLPs with different
+activations, and RoPE (TL builds its rotary tables in float32 from an integer base; a float64
+parity is impossible).
 
 Files written by :func:`save_lens` (``python -m verify export NAME --format lens --out DIR``):
 
@@ -52,6 +62,9 @@ Files written by :func:`save_lens` (``python -m verify export NAME --format lens
     tl_virtual_tokens.safetensors  (with a task) {"virtual_tokens": (n_virtual, d_model)}
     tl_promptproof.json            construction, vocabulary, prompt layout, task, padding, parity
     load_lens.py                   a loader using only TL's documented API; run it to generate
+
+:func:`save_spec_lens` writes the same files for any spec TL can express (no construction, so
+no loader script), after the same parity check on given token ids; :func:`load_lens` reads both.
 """
 
 from __future__ import annotations
@@ -125,17 +138,17 @@ class LensLayout:
     q_fold: float  # multiplies W_Q and b_Q
     real_heads: tuple[int, ...]  # H_l per block: TL's heads H_l.. of block l are padding
 
+    normalization: str | None = None  # TL's normalization_type: None or "LN"
+    eps: float | None = None  # TL's cfg.eps, the one eps of every LayerNorm
+    act_fn: str = "relu"  # TL's act_fn: "relu" or "gelu" (exact erf, F.gelu)
+
     @classmethod
     def of(cls, spec: TransformerSpec) -> "LensLayout":
         """The layout of ``spec``; LensExportError naming a feature TL cannot express."""
-        for index, block in enumerate(spec.blocks):
-            for norm_name in ("ln1", "ln2"):
-                norm = getattr(block, norm_name)
-                if norm is not None:
-                    raise LensExportError(
-                        f"blocks.{index}.{norm_name} ({norm.kind}): TransformerLens applies one normalization "
-                        "kind before every attention, every MLP and the unembedding (ln_final), and runs RMSNorm "
-                        "in float32; a spec with per-block norms and no final norm cannot be expressed")
+        normalization, eps = _normalization(spec)
+        activations = sorted({b.mlp.activation for b in spec.blocks if b.mlp is not None})
+        if len(activations) > 1:
+            raise LensExportError(f"MLP activations {activations}: TransformerLens has one act_fn for every MLP")
         if spec.rotary_base is not None:
             raise LensExportError("rotary position embedding (RoPE): TransformerLens builds its rotary tables in "
                                   "float32 from an integer base, so it cannot reproduce the spec in float64")
@@ -146,7 +159,35 @@ class LensLayout:
         attn_scale, q_fold = 1.0 / spec.attention_scale, 1.0
         if d_head > 1 and np.isclose(attn_scale, 1.0, rtol=0.0, atol=1e-9):
             attn_scale, q_fold = 2.0, 2.0 * spec.attention_scale
-        return cls(max([1, *heads]), d_head, max(mlps) if mlps else None, attn_scale, q_fold, heads)
+        return cls(max([1, *heads]), d_head, max(mlps) if mlps else None, attn_scale, q_fold, heads,
+                   normalization, eps, activations[0] if activations else "relu")
+
+
+def _normalization(spec: TransformerSpec) -> tuple[str | None, float | None]:
+    """TL's (normalization_type, eps) for the spec's norms: (None, None) without norms; ("LN", eps)
+    when every block has a LayerNorm before its attention and before its MLP (an MLP-less block
+    may lack ln2: TL's ln2 there gets w = 1, b = 0 and feeds an all-zero MLP), there is a final
+    LayerNorm, and every eps is the same. Anything else is a LensExportError naming a norm."""
+    norms = spec.norms()
+    if not norms:
+        return None, None
+    why = ("TransformerLens applies one normalization kind, with one eps, before every attention, every MLP "
+           "and the unembedding (ln_final)")
+    for name, norm in norms.items():
+        if norm.kind != "layernorm":
+            raise LensExportError(f"{name} ({norm.kind}): {why}, and runs RMSNorm in float32, so it cannot "
+                                  "reproduce the spec in float64")
+    first_name, first = next(iter(norms.items()))
+    required = [f"blocks.{i}.ln1" for i in range(spec.n_layers)]
+    required += [f"blocks.{i}.ln2" for i, b in enumerate(spec.blocks) if b.mlp is not None]
+    missing = [name for name in [*required, "ln_final"] if name not in norms]
+    if missing:
+        raise LensExportError(f"{first_name} ({first.kind}): {why}; this spec has no {missing[0]}, so it cannot "
+                              "be expressed")
+    other = next((name for name, norm in norms.items() if norm.eps != first.eps), None)
+    if other is not None:
+        raise LensExportError(f"{other} (eps {norms[other].eps:g}) and {first_name} (eps {first.eps:g}): {why}")
+    return "LN", first.eps
 
 
 def lens_config(spec: TransformerSpec, model_name: str = "promptproof") -> dict[str, Any]:
@@ -163,8 +204,8 @@ def lens_config(spec: TransformerSpec, model_name: str = "promptproof") -> dict[
         "d_vocab": spec.vocab_size,
         "d_mlp": layout.d_mlp,
         "attn_only": layout.d_mlp is None,
-        "act_fn": "relu",
-        "normalization_type": None,
+        "act_fn": layout.act_fn,
+        "normalization_type": layout.normalization,
         "positional_embedding_type": "standard",
         "attention_dir": "causal" if spec.causal else "bidirectional",
         "use_attn_scale": True,
@@ -172,6 +213,7 @@ def lens_config(spec: TransformerSpec, model_name: str = "promptproof") -> dict[
         "default_prepend_bos": False,
         "init_weights": False,
         "dtype": "float64",
+        **({} if layout.eps is None else {"eps": layout.eps}),
     }
 
 
@@ -205,6 +247,13 @@ def lens_state_dict(spec: TransformerSpec) -> dict[str, FloatArray]:
             state[f"{prefix}.mlp.b_in"] = np.zeros(m) if mlp is None else _pad(mlp.b_in, (m,))  # (m,)
             state[f"{prefix}.mlp.W_out"] = np.zeros((m, d)) if mlp is None else _pad(mlp.W_out, (m, d))  # (m, d)
             state[f"{prefix}.mlp.b_out"] = np.zeros(d) if mlp is None else np.array(mlp.b_out)  # (d,)
+        if layout.normalization is not None:
+            for name in ("ln1", "ln2") if m is not None else ("ln1",):
+                norm = getattr(block, name)
+                state[f"{prefix}.{name}.w"] = np.ones(d) if norm is None else np.array(norm.w)  # (d,)
+                state[f"{prefix}.{name}.b"] = np.zeros(d) if norm is None else np.array(norm.b)  # (d,)
+    if layout.normalization is not None:
+        state["ln_final.w"], state["ln_final.b"] = np.array(spec.ln_final.w), np.array(spec.ln_final.b)  # (d,)
     return dict(sorted(state.items()))
 
 
@@ -374,6 +423,51 @@ def save_lens(construction: Construction, out: Path, task: np.ndarray | None = N
     files[LENS_META_FILE] = lambda path: path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     files[LENS_LOADER_FILE] = lambda path: path.write_text(LOADER_SNIPPET)
     stale = () if task is not None else (LENS_VIRTUAL_FILE,)
+    return write_directory(out, files, stale=stale), worst
+
+
+def save_spec_lens(spec: TransformerSpec, out: Path, tokens: np.ndarray, name: str,
+                   source: dict[str, Any] | None = None, virtual_tokens: np.ndarray | None = None,
+                   virtual_positions: Sequence[int] = ()) -> tuple[list[Path], float]:
+    """Write any spec TL can express (e.g. an exported trained GPT: LayerNorm, GELU, ln_final) as
+    TL files into ``out``: tl_config.json, tl_model.safetensors, tl_virtual_tokens.safetensors (with
+    virtual tokens (k, d) at ``virtual_positions``) and tl_promptproof.json (``source``, the parity);
+    no loader script (that one is for constructions). Before anything is written the TL model built
+    from exactly these arrays is compared with promptproof's forward on ``tokens`` (B, n) at every
+    position; above LENS_TOLERANCE it is a LensExportError. :func:`load_lens` reads it back."""
+    require_transformer_lens()
+    config, state = lens_config(spec, name), lens_state_dict(spec)
+    model = build_lens_model(config, state)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    virtual = None
+    if virtual_positions:
+        virtual = np.ascontiguousarray(np.asarray(virtual_tokens, dtype=np.float64))  # (k, d)
+    batch_virtual = None if virtual is None else np.broadcast_to(virtual, (len(tokens), *virtual.shape))
+    ours = spec_logits(spec, forward(spec, embed(spec, tokens, batch_virtual, tuple(virtual_positions))))
+    theirs = lens_logits(model, tokens, virtual, virtual_positions)
+    worst = float(np.max(np.abs(theirs - ours)))
+    if not worst <= LENS_TOLERANCE:
+        raise LensExportError(f"TransformerLens logits differ from promptproof's by {worst:.3g} > "
+                              f"{LENS_TOLERANCE:g}; nothing written")
+    meta = {
+        "format": LENS_FORMAT, "format_version": LENS_FORMAT_VERSION, "construction": None, "name": name,
+        "source": dict(source or {}), "transformer_lens": importlib.metadata.version("transformer-lens"),
+        "prompt": {"virtual_positions": list(virtual_positions),
+                   "how_virtual_tokens_are_fed": "a forward hook on hook_embed replaces the token embedding at each "
+                                                 "virtual position; TransformerLens then adds W_pos[position]"},
+        "parity": {"max_abs_logit_difference": worst, "tolerance": LENS_TOLERANCE, "inputs": int(tokens.shape[0]),
+                   "length": int(tokens.shape[1])},
+    }
+    from safetensors.numpy import save_file
+
+    files: dict[str, Callable[[Path], None]] = {
+        LENS_CONFIG_FILE: lambda path: path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n"),
+        LENS_MODEL_FILE: lambda path: save_file(state, str(path)),
+    }
+    if virtual is not None:
+        files[LENS_VIRTUAL_FILE] = lambda path: save_file({"virtual_tokens": virtual}, str(path))
+    files[LENS_META_FILE] = lambda path: path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    stale = (LENS_LOADER_FILE,) + (() if virtual is not None else (LENS_VIRTUAL_FILE,))
     return write_directory(out, files, stale=stale), worst
 
 

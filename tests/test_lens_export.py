@@ -212,6 +212,56 @@ def test_features_transformer_lens_cannot_express_are_refused_by_name():
         to_transformer_lens(rotary)
 
 
+def layer_normed(spec: TransformerSpec, rng: np.random.Generator, activation: str = "gelu",
+                 eps: float = 1e-5) -> TransformerSpec:
+    """``spec`` with random LayerNorms before every attention and MLP and before the unembedding
+    (block 0 has no MLP, so no ln2), and GELU MLPs: the trained GPT's architecture."""
+    d = spec.d_model
+    norm = lambda: Norm.build(d, "layernorm", rng.normal(size=d), rng.normal(size=d), eps)  # noqa: E731
+    blocks = [Block(b.attention, None if b.mlp is None else MLP.build(
+        d, b.mlp.W_in, b.mlp.W_out, b.mlp.b_in, b.mlp.b_out, activation=activation),
+        norm(), None if b.mlp is None else norm()) for b in spec.blocks]
+    return TransformerSpec.build(spec.W_E, spec.W_pos, blocks, spec.W_U, spec.b_U, spec.attention_scale,
+                                 spec.causal, ln_final=norm())
+
+
+@pytest.mark.parametrize("activation, eps", [("gelu", 1e-5), ("relu", 1e-6)])
+def test_layernorm_and_gelu_specs_match_transformer_lens_to_1e10(activation, eps):
+    rng = np.random.default_rng(11)
+    spec = layer_normed(random_spec(rng), rng, activation, eps)
+    config = lens_config(spec)
+    assert config["normalization_type"] == "LN" and config["act_fn"] == activation and config["eps"] == eps
+    tokens = rng.integers(0, spec.vocab_size, size=(8, spec.n_ctx))
+    model = to_transformer_lens(spec)
+    assert np.max(np.abs(lens_logits(model, tokens) - spec_forward_logits(spec, tokens))) <= LENS_TOLERANCE
+    # the control: the same comparison refutes a final norm left at identity weights (w = 1, b = 0)
+    wrong = dict(lens_state_dict(spec), **{"ln_final.w": np.ones(spec.d_model), "ln_final.b": np.zeros(spec.d_model)})
+    moved = lens_logits(build_lens_model(config, wrong), tokens) - spec_forward_logits(spec, tokens)
+    assert np.max(np.abs(moved)) > 1e3 * LENS_TOLERANCE
+
+
+def test_norm_patterns_transformer_lens_cannot_express_are_refused_by_name():
+    rng = np.random.default_rng(12)
+    spec = layer_normed(random_spec(rng), rng)
+    d = spec.d_model
+    rms = Norm.build(d, "rmsnorm", rng.normal(size=d))
+    cases = {
+        r"blocks\.0\.ln1 \(rmsnorm\).*float32": [Block(spec.blocks[0].attention, None, rms), spec.blocks[1]],
+        r"this spec has no blocks\.1\.ln2": [spec.blocks[0], Block(spec.blocks[1].attention, spec.blocks[1].mlp,
+                                                                   spec.blocks[1].ln1)],
+        r"blocks\.1\.ln1 \(eps 1e-06\)": [spec.blocks[0], Block(spec.blocks[1].attention, spec.blocks[1].mlp,
+                                                                 Norm.build(d, "layernorm", eps=1e-6),
+                                                                 spec.blocks[1].ln2)],
+    }
+    for message, blocks in cases.items():
+        wrong = TransformerSpec.build(spec.W_E, spec.W_pos, blocks, spec.W_U, spec.b_U, ln_final=spec.ln_final)
+        with pytest.raises(LensExportError, match=message):
+            lens_config(wrong)
+    no_final = TransformerSpec.build(spec.W_E, spec.W_pos, spec.blocks, spec.W_U, spec.b_U)
+    with pytest.raises(LensExportError, match="this spec has no ln_final"):
+        lens_config(no_final)
+
+
 def test_unknown_format_is_a_usage_error(capsys, tmp_path):
     code, _, err = cli(capsys, "export", "unconditional", "--out", tmp_path / "x", "--format", "onnx")
     assert_usage_error(code, err)
