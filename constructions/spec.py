@@ -17,10 +17,10 @@ The MLP activation ``act`` is ReLU (the default; every construction) or GELU in 
 form, GELU(z) = z * Phi(z) = z/2 * (1 + erf(z / sqrt 2)) (torch's ``nn.GELU()`` / ``F.gelu``
 default and TransformerLens's "gelu"; not the tanh approximation "gelu_new").
 The norms are optional (``Norm``): LayerNorm  N(x) = (x - mean x) / sqrt(var x + eps) * w + b
-(var the biased variance, as torch's ``nn.LayerNorm``), or RMSNorm  N(x) = x / sqrt(mean x^2 + eps) * w. Rot_p is the rotary position embedding
-(RoPE, GPT-NeoX/HF "rotate half" layout) at position p, used only when ``rotary_base`` is
-set: for frequency m = 0..d_head/2 - 1, theta_m = base^(-2m/d_head), the pair of coordinates
-(m, m + d_head/2) is rotated by the angle p * theta_m.
+(var the biased variance, as torch's ``nn.LayerNorm``), or RMSNorm  N(x) = x / sqrt(mean x^2 + eps) * w.
+Rot_p is the rotary position embedding (RoPE, GPT-NeoX/HF "rotate half" layout) at position p,
+used only when ``rotary_base`` is set: for frequency m = 0..d_head/2 - 1, theta_m =
+base^(-2m/d_head), the pair of coordinates (m, m + d_head/2) is rotated by the angle p * theta_m.
 
 The constructions of Petrov et al. (Section 3) use neither norms nor RoPE: leaving them out
 keeps every map exactly analysable. The Section 4 checks use both, because real models do.
