@@ -4,6 +4,10 @@ Parameters are float64 copies of the spec's arrays under the spec's names (``blo
 ...), so ``module.state_dict()`` and :meth:`TransformerSpec.named_arrays` line up one to one.
 The equations are those of :mod:`constructions.spec` (norms, the final norm, GELU, RoPE and
 per-block prefix keys/values included); a parity test holds this module and the numpy forward to 1e-12 in float64.
+
+It is the spec for PyTorch users and, written with torch's own ops (layer_norm, softmax, its own
+mask and rotation), an independent oracle for :func:`constructions.forward.forward`:
+tests/test_spec_and_forward.py and ``verify.checks.petrov_sec4.torch_parity_error`` compare the two.
 """
 
 from __future__ import annotations

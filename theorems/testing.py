@@ -337,8 +337,11 @@ def reference_attention(weights: Weights, x: np.ndarray, prefix_k: np.ndarray | 
                         content keys j <= i (causal) or all j
         z[h, i] = sum_r pattern[h, i, r] value_r,   output_i = b_O + sum_h z[h, i] W_O[h]
 
-    Shapes as in the module docstring; missing biases are zero. It is the project's one forward
-    pass restricted to one attention layer: tests/test_testing_api.py compares it (pattern, z and
+    Shapes as in the module docstring; missing biases are zero. An independent oracle for the
+    testing API's convention: ``theorems`` imports neither ``constructions`` nor ``verify``
+    (DESIGN.md), so it cannot call the one forward pass, and holds the same equations instead.
+    It is the project's one forward pass restricted to one attention layer:
+    tests/test_testing_api.py compares it (pattern, z and
     output, with and without RoPE and a prefix) with ``constructions.forward.forward``, which the
     Section 4 checks compare with torch and with a definitions oracle."""
     x = np.asarray(x, dtype=np.float64)  # (p, d)

@@ -168,8 +168,9 @@ def torch_parity_error(item: Instance) -> float:
 
 
 def oracle_attention_pattern(spec: TransformerSpec, x: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """TEST ORACLE, written directly from the definitions and sharing no code with
-    constructions.forward or constructions.torch_module: block 0's causal attention pattern
+    """TEST ORACLE (an independent oracle for constructions.forward's block-0 attention), written
+    directly from the definitions and sharing no code with constructions.forward or
+    constructions.torch_module: block 0's causal attention pattern
     (H, n, n) for content x (n, d) at RoPE positions ``positions``, in python floats and loops.
 
         h_i      = N1(x_i):  LayerNorm (x_i - mu_i) / sqrt(var_i + eps) * w + b, or

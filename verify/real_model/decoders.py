@@ -78,6 +78,9 @@ def _softmax_in_query_dtype(module: nn.Module, repeat_kv: Any, query: torch.Tens
                             dropout: float = 0.0, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """HF's eager_attention_forward with the softmax in the query's dtype (float64 here).
 
+    Not a second forward pass of the spec: the library's own attention function, copied with only
+    the softmax dtype changed, so that the HF model under test runs in float64 (module docstring).
+
     query (B, H, p, d), key/value (B, H_kv, n_S + p, d), mask (B, 1, p, n_S + p) additive ->
     (output (B, p, H, d), weights (B, H, p, n_S + p)), the library's layout.
     """
