@@ -4,9 +4,13 @@ plain formulas they replace: every comparison here is exact (==), not approximat
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.stats import norm
 
-from verify.checks.oymak import c3
+from constructions.oymak import models
+from constructions.oymak.data import MixtureKnobs, sample_labels_and_sets, sample_mixture, token_means
+from theorems import oymak as th
+from verify.checks.oymak import c1, c3
 
 
 def test_semi_closed_head_errors_equal_the_plain_norm_sf_formula():
@@ -21,3 +25,45 @@ def test_semi_closed_head_errors_equal_the_plain_norm_sf_formula():
                    / (kn.sigma * draws["r"] * heads[0, 2]))
     assert c3.semi_closed_error(draws, *heads[0], kn.sigma) == (float(vals.mean()),
                                                                float(vals.std(ddof=1) / np.sqrt(len(vals))))
+
+
+def test_sa_forward_in_blocks_equals_one_pass():
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((2 * models.SA_BLOCK + 37, 12, 6))
+    W, v = 0.3 * rng.standard_normal((6, 6)), rng.standard_normal(6)
+    scores = (X @ W) @ X.transpose(0, 2, 1)
+    one_pass = (models.softmax(scores, axis=-1) @ (X @ v)[:, :, None])[:, :, 0].mean(axis=1)
+    assert np.array_equal(models.sa_forward(X, W, v), one_pass)
+
+
+def test_sample_mixture_in_place_equals_means_plus_noise():
+    kn = MixtureKnobs(T=7, k=2, d=5, Q=1.5, M=0.7, sigma=1.3, c=0.4, rho=0.2)
+    s = sample_mixture(kn, 500, np.random.default_rng(13))
+    rng = np.random.default_rng(13)
+    y, R = sample_labels_and_sets(kn, 500, rng)
+    assert np.array_equal(s.X, token_means(kn, y, R) + kn.sigma * rng.standard_normal((500, 7, 5)))
+
+
+def test_uniform_fit_with_its_mean_token_computed_once_equals_the_plain_loss():
+    rng = np.random.default_rng(14)
+    X, y = rng.standard_normal((300, 8, 5)), rng.choice([-1.0, 1.0], 300)
+    inits = [{"v": 0.1 * rng.standard_normal(5)} for _ in range(2)]
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    params = {"v": torch.nn.Parameter(torch.as_tensor(np.stack([i["v"] for i in inits])))}
+    opt = torch.optim.Adam([params["v"]], lr=0.05)
+    with models.single_thread():
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.softplus(-yt * (Xt.mean(dim=1) @ params["v"].T).T).mean(dim=-1).sum().backward()
+            opt.step()
+    fitted = models.fit_restarts_adam("UNIF", X, y, inits, 20, 0.05)
+    assert all(np.array_equal(f["v"], params["v"][r].detach().numpy()) for r, f in enumerate(fitted))
+
+
+def test_quadrature_density_equals_scipy_norm_pdf():
+    for x in np.random.default_rng(15).standard_normal(2_000) * 6:
+        assert th._pdf(float(x)) == norm.pdf(float(x))
+    kn = c1.CLOSED_FORM_KNOBS[1]
+    p_rel = th.hard_selection_relevant_probability(kn.T, kn.k, kn.Q, kn.sigma, kn.rho)
+    assert th.hard_selection_error(kn.T, kn.k, kn.Q, kn.M, kn.sigma, kn.c, kn.rho, p_rel) == \
+        th.hard_selection_error(kn.T, kn.k, kn.Q, kn.M, kn.sigma, kn.c, kn.rho)

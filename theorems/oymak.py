@@ -18,6 +18,7 @@ from functools import cache
 import numpy as np
 import sympy as sp
 from scipy import integrate
+from scipy.special import ndtr
 from scipy.stats import norm
 
 # --- symbolic model forms at a fixed small size (T = 3 tokens, d = 2) --------------------------
@@ -215,17 +216,31 @@ def hard_selection_relevant_probability(T: int, k: int, Q: float, sigma: float, 
     a = Q / sigma
 
     def integrand(s: float) -> float:
-        return k * norm.pdf(s - a) * norm.cdf(s - a) ** (k - 1) * norm.cdf(s - rho * a) ** (T - k)
+        return k * _pdf(s - a) * ndtr(s - a) ** (k - 1) * ndtr(s - rho * a) ** (T - k)
 
     value, _ = integrate.quad(integrand, -np.inf, np.inf, epsabs=1e-12, epsrel=1e-10)
     return float(value)
 
 
-def hard_selection_error(T: int, k: int, Q: float, M: float, sigma: float, c: float, rho: float) -> float:
+def _pdf(x: float) -> np.float64:
+    """The standard normal density, the same number as scipy.stats.norm.pdf(x): scipy's formula
+    exp(-x^2/2) / sqrt(2 pi) on a one-element array (numpy's array exp, which can differ from its
+    scalar exp in the last bit), without norm.pdf's argument checks (most of the cost of a scalar
+    call; quad calls the integrand thousands of times). ndtr is likewise norm.cdf without them."""
+    return (np.exp(-np.array([x]) ** 2 / 2.0) / _SQRT_2PI)[0]
+
+
+_SQRT_2PI = np.sqrt(2 * np.pi)
+
+
+def hard_selection_error(T: int, k: int, Q: float, M: float, sigma: float, c: float, rho: float,
+                         p_rel: float | None = None) -> float:
     """Error of hard selection along q (p = Gamma q, Gamma -> infinity) with head v = mu:
         err_H = P_rel Q_G(M / sigma) + (1 - P_rel) Phi(c M / sigma)
-    (the selected token's class coordinate is independent of the q-coordinate that selected it)."""
-    p_rel = hard_selection_relevant_probability(T, k, Q, sigma, rho)
+    (the selected token's class coordinate is independent of the q-coordinate that selected it).
+    ``p_rel``: P_rel when the caller has it already (``hard_selection_relevant_probability``)."""
+    if p_rel is None:
+        p_rel = hard_selection_relevant_probability(T, k, Q, sigma, rho)
     return float(p_rel * norm.sf(M / sigma) + (1 - p_rel) * norm.cdf(c * M / sigma))
 
 

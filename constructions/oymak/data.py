@@ -113,7 +113,9 @@ def sample_mixture(knobs: MixtureKnobs, n: int, rng: np.random.Generator) -> Mix
         raise ValueError(f"n must be a positive integer, got {n!r}")
     y, R = sample_labels_and_sets(knobs, int(n), rng)
     means = token_means(knobs, y, R)
-    X = means + knobs.sigma * rng.standard_normal(means.shape)
+    X = rng.standard_normal(means.shape)
+    X *= knobs.sigma  # in place: the same numbers as means + sigma * z (+ and * commute exactly),
+    X += means        # without two temporaries of n T d floats
     return MixtureSample(X, y, R, means)
 
 
