@@ -1,9 +1,11 @@
-"""``python -m verify``: list | all | run | real-model | export | check-export | bench | experiments
+"""``python -m verify``: list | all | run | real-model | export | check-export | figures | bench | experiments
 | audit-records | mutants.
 
 * ``audit-records [--seeds K] [--seed N] [--experiment NAME] [--scale cpu] [--json FILE]``: retrain
   K recorded runs chosen by default_rng(N) into a temporary directory and report whether each
   reproduces its record bit-identically apart from timings (verify/audit.py).
+* ``figures REPORT.json [--out DIR]``: draw the figures that come from a report (the Oymak claims',
+  verify/checks/oymak/figures.py) into DIR, all or nothing.
 * ``mutants [--subset fast|all] [--seed N] [--json FILE]``: apply seeded mutants to the
   constructions, the forward pass, the theorems and the checks' inputs, run the claim each must
   be caught by, print the mutation score and every survivor (verify/mutants/).
@@ -66,9 +68,10 @@ def build_parser() -> Parser:
                        help="with --executor ray: the cluster to join, HOST:PORT (default: find or start a local one)")
 
     def add_processes_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--processes", type=_positive_int, default=1, metavar="P",
-                       help="run the claims' checks in P worker processes (default 1; "
-                            "--processes 2 on a 2-core machine); the report is the same")
+        p.add_argument("--processes", type=_positive_int, default=None, metavar="P",
+                       help="run the claims' checks in P processes (default: one per usable core, at most 4, "
+                            "when the chosen claims take long enough to pay for starting them; else 1); "
+                            "the report is the same")
 
     p_all = sub.add_parser("all", help="run every claim")
     add_run_options(p_all)
@@ -110,6 +113,12 @@ def build_parser() -> Parser:
     p_check.add_argument("directory", type=Path)
     p_check.add_argument("--json", type=Path, metavar="FILE")
     p_check.add_argument("--seed", type=_seed, default=0)
+
+    p_fig = sub.add_parser("figures", help="draw the figures that come from a report (the Oymak claims': "
+                                           "notes/figures/oymak_*.png) from a `verify all --json` file")
+    p_fig.add_argument("report", type=Path, metavar="REPORT.json")
+    p_fig.add_argument("--out", type=Path, default=Path("notes/figures"), metavar="DIR",
+                       help="where the PNG figures go (default notes/figures; created if missing)")
 
     p_bench = sub.add_parser("bench", help="benchmarks that print figures and ratios")
     p_bench.add_argument("suite", nargs="?", default="constructions", choices=["constructions", "training"],
@@ -214,7 +223,7 @@ def cmd_run(patterns: list[str], args: argparse.Namespace, console: Console) -> 
     executor = _executor(args, None if context.quick else "cpu")
     if not context.quick:
         context = _prepare_training(chosen, context, executor)
-    results = _run_claims(chosen, context, getattr(args, "processes", 1))
+    results = _run_claims(chosen, context, getattr(args, "processes", None))
     render_table(results, console)
     if args.json is not None:
         write_json_atomically(report_json(results, args.seed), args.json)
@@ -253,12 +262,15 @@ def _prepare_training(chosen: list, context: Any, executor: Any) -> Any:
     return replace(context, prepared_runs=prepared)
 
 
-def _run_claims(chosen: list, context: Any, processes: int = 1) -> list:
+def _run_claims(chosen: list, context: Any, processes: int | None = 1) -> list:
     """Run ``chosen`` claims in order with a progress bar (or one line per claim) on stderr;
-    with ``processes`` > 1 in worker processes (verify.registry.run_claims_parallel: the same
-    results, in the same order), one line per claim as it finishes."""
-    from verify.registry import run_claim, run_claims_parallel
+    with ``processes`` > 1 in several processes (verify.registry.run_claims_parallel: the same
+    results, in the same order), one line per claim as it finishes. ``None``: as many as
+    ``registry.default_processes`` finds worth it."""
+    from verify.registry import default_processes, run_claim, run_claims_parallel
 
+    if processes is None:
+        processes = default_processes(chosen)
     results = []
     err = Console(stderr=True)
     if processes > 1 and len(chosen) > 1:
@@ -343,6 +355,42 @@ def cmd_check_export(args: argparse.Namespace, console: Console) -> int:
         write_json_atomically({"construction": found.construction, "holds": found.holds,
                                "weights": found.weights, "checks": found.results}, args.json)
     return EXIT_OK if found.holds else EXIT_FAILED
+
+
+def cmd_figures(args: argparse.Namespace, console: Console) -> int:
+    """Draw the report's figures into a temporary folder beside ``--out``, then move them in:
+    a bad report leaves nothing behind."""
+    import json
+    import shutil
+    import tempfile
+
+    from verify.checks.oymak.figures import plot_figures
+
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"cannot write figures into {out}: it is not a directory")
+    try:
+        report = json.loads(args.report.read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.report}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{args.report} is not JSON: {exc.msg} (line {exc.lineno})") from None
+    if not (isinstance(report, dict) and isinstance(report.get("claims"), list)
+            and all(isinstance(c, dict) and "id" in c and "status" in c for c in report["claims"])):
+        raise UsageError(f"{args.report} is not a promptproof report (no list of claims with id and status)")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".figures-") as tmp:
+        try:
+            drawn = plot_figures(report, tmp)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise UsageError(f"{args.report}: a claim's evidence lacks what its figure needs "
+                             f"({type(exc).__name__}: {exc})") from None
+        written = [shutil.move(path, out / Path(path).name) for path in drawn]
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+    if not written:
+        console.print("no figures: the report has none of the Oymak claims passing or failing", highlight=False)
+    return EXIT_OK
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
@@ -463,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_export(args, console)
         if args.command == "check-export":
             return cmd_check_export(args, console)
+        if args.command == "figures":
+            return cmd_figures(args, console)
         if args.command == "bench":
             return cmd_bench(args, console)
         if args.command == "experiments":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import traceback
 from collections.abc import Mapping
@@ -160,6 +161,24 @@ EXPECTED_SECONDS: dict[str, float] = {
 }
 
 
+# Starting a process costs about 4-5 s (it imports torch, scipy, sympy and the checks): below this
+# much expected work the default stays serial.
+PARALLEL_WORTH_SECONDS = 20.0
+MAX_DEFAULT_PROCESSES = 4
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_processes(claims: list[Claim]) -> int:
+    """How many processes ``verify all|run`` uses when not told: one per usable core (at most
+    MAX_DEFAULT_PROCESSES) if the claims' expected seconds (EXPECTED_SECONDS, 1 s for the others)
+    reach PARALLEL_WORTH_SECONDS, else 1. The report is the same either way."""
+    expected = sum(EXPECTED_SECONDS.get(c.id, 1.0) for c in claims)
+    return min(usable_cores(), MAX_DEFAULT_PROCESSES) if expected >= PARALLEL_WORTH_SECONDS and len(claims) > 1 else 1
+
+
 def claim_groups(claims: list[Claim]) -> list[list[int]]:
     """Indices of ``claims`` in groups that must share a process (RUN_TOGETHER), each group in
     report order, the groups ordered longest first (EXPECTED_SECONDS)."""
@@ -188,37 +207,70 @@ def _run_group(claim_ids: list[str], context: Context) -> list[ClaimResult]:
 def run_claims_parallel(claims: list[Claim], context: Context, processes: int,
                         on_done: Callable[[ClaimResult], None] | None = None) -> list[ClaimResult]:
     """``[run_claim(c, context) for c in claims]`` with the claims spread over ``processes``
-    worker processes (spawned: each imports the checks afresh, nothing is inherited from this
-    process). The report is the same: every check draws its randomness from ``context.rng(its
-    id)`` (seed and claim id, not the order of the run), claims that share a cache run together
-    in one worker in report order (RUN_TOGETHER), and the results are returned in the order of
+    processes: this one and ``processes - 1`` spawned workers (each imports the checks afresh,
+    nothing is inherited from this process; this process starts on the longest group while they
+    import). Groups are handed out longest first (``claim_groups``) to whichever process is free.
+    The report is the same: every check draws its randomness from ``context.rng(its id)`` (seed
+    and claim id, not the order of the run), claims that share a cache run together in one
+    process in report order (RUN_TOGETHER), and the results are returned in the order of
     ``claims`` whatever the order in which they finish. ``on_done`` sees each result as it
     arrives. A worker that dies makes its claims 'error' results (the message says why).
     Workers inherit this process's thread settings unchanged: with OPENBLAS_NUM_THREADS=1 in the
     workers a float64 figure of petrov.thm2.long-response moved in its last bit (BLAS rounds
     differently with another thread count), so the thread count is left as in a serial run."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     results: list[ClaimResult | None] = [None] * len(claims)
-    groups = claim_groups(claims)
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_group, [claims[i].id for i in group], context): group for group in groups}
-        for future in as_completed(futures):
-            group = futures[future]
-            try:
-                done = future.result()
-            except Exception as exc:  # the worker died (killed, out of memory): report, never hide
-                done = []
-                for i in group:
-                    c = claims[i]
-                    r = ClaimResult(c.id, c.paper, c.section, c.statement, c.evidence_kind, "error")
-                    r.evidence = {"error": f"worker process failed: {type(exc).__name__}: {exc}"}
-                    r.reasons = [f"error: worker process failed: {exc}"]
-                    done.append(r)
-            for i, result in zip(group, done):
-                results[i] = result
-                if on_done is not None:
-                    on_done(result)
-    return [r for r in results if r is not None]
+    pending = deque(claim_groups(claims))
 
+    def finish(group: list[int], done: list[ClaimResult]) -> None:
+        for i, result in zip(group, done):
+            results[i] = result
+            if on_done is not None:
+                on_done(result)
+
+    def worker_failed(group: list[int], exc: BaseException) -> list[ClaimResult]:
+        failed = []
+        for i in group:
+            c = claims[i]
+            r = ClaimResult(c.id, c.paper, c.section, c.statement, c.evidence_kind, "error")
+            r.evidence = {"error": f"worker process failed: {type(exc).__name__}: {exc}"}
+            r.reasons = [f"error: worker process failed: {exc}"]
+            failed.append(r)
+        return failed
+
+    by_id = {c.id: c for c in claims}
+    workers = max(1, processes - 1)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        in_flight: dict = {}
+
+        def collect(block: bool) -> None:
+            if not in_flight:
+                return
+            done, _ = wait(list(in_flight), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            for future in done:
+                group = in_flight.pop(future)
+                try:
+                    finish(group, future.result())
+                except Exception as exc:  # the worker died (killed, out of memory): report, never hide
+                    finish(group, worker_failed(group, exc))
+
+        def feed() -> None:
+            # one group queued per worker beyond the one it runs: a worker that finishes while this
+            # process is inside a long check goes on at once (the last groups are the short ones)
+            while pending and len(in_flight) < 2 * workers:
+                group = pending.popleft()
+                in_flight[pool.submit(_run_group, [claims[i].id for i in group], context)] = group
+
+        while pending or in_flight:
+            if pending:  # this process takes the next group itself, the workers the ones after it
+                group = pending.popleft()
+                feed()
+                finish(group, [run_claim(by_id[claims[i].id], context) for i in group])
+                collect(block=False)
+            else:
+                collect(block=True)
+            feed()
+    return [r for r in results if r is not None]

@@ -116,7 +116,7 @@ MUTANTS: tuple[Mutant, ...] = (
                       "pattern[..., n_prefix:] / (1 - pattern[..., :n_prefix].sum(-1, keepdims=True))], -1), v)")),
     mutant("forward.mlp.no-relu", "dropped nonlinearity", f"{F}:forward",
            "the MLP's ReLU is the identity", THM2,
-           edit("hidden = ops.relu(ops.linear(h, mlp.W_in, mlp.b_in))", "hidden = ops.linear(h, mlp.W_in, mlp.b_in)")),
+           edit('hidden = ops.relu(pre) if mlp.activation == "relu"', 'hidden = pre if mlp.activation == "relu"')),
     mutant("forward.mlp.no-residual", "dropped term", f"{F}:forward",
            "the MLP output replaces the residual stream", TWO,
            edit("x = ops.add(x, ops.linear(hidden, mlp.W_out, mlp.b_out))",
