@@ -18,7 +18,7 @@ keys and, causally, to the content keys:  A^pt_i = softmax( scale q_i . [k_s1..k
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -53,9 +53,11 @@ class Ops(Protocol):
     # (the interval certificates) refuse such specs.
 
 
+@runtime_checkable
 class ArchitectureOps(Protocol):
     """What a spec with norms, RoPE or a prefix needs on top of :class:`Ops` (NumpyOps has it;
-    the interval certificates do not, and refuse such specs)."""
+    the interval certificates do not): :func:`forward` and :func:`logits` refuse such a spec
+    with ops that are not ``isinstance(ops, ArchitectureOps)``."""
 
     def norm(self, x: Tensor, norm: Norm) -> Tensor:
         """LayerNorm or RMSNorm over the last axis."""
@@ -240,7 +242,7 @@ def forward(
         raise PromptproofError(f"prefix: expected one entry per block ({spec.n_layers}), got {len(prefix)}")
     if positions is None:
         positions = np.arange(n)
-    if (spec.uses_norms_or_rotary or prefix is not None) and not hasattr(ops, "norm"):
+    if (spec.uses_norms_or_rotary or prefix is not None) and not isinstance(ops, ArchitectureOps):
         raise PromptproofError(f"{type(ops).__name__} cannot run norms, RoPE, GELU or prefixes")
     rotary: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # d_head -> (cos, sin)
     rows = twice = None
@@ -339,7 +341,7 @@ def logits(spec: TransformerSpec, resid: Tensor, ops: Ops = NUMPY) -> Tensor:
     """logits = N_f(resid) W_U + b_U, N_f the final norm ``spec.ln_final`` (identity when absent).
     (B, n, d) -> (B, n, V)."""
     if spec.ln_final is not None:
-        if not hasattr(ops, "norm"):
+        if not isinstance(ops, ArchitectureOps):
             raise PromptproofError(f"{type(ops).__name__} cannot run the final norm (ln_final)")
         resid = ops.norm(resid, spec.ln_final)
     return ops.linear(resid, spec.W_U, spec.b_U)
