@@ -330,14 +330,6 @@ class Box:
             )
         return Box(self.lo[index], self.hi[index])
 
-    def contains(self, x: np.ndarray) -> np.ndarray:
-        return (self.lo <= x) & (x <= self.hi)
-
-    def midrad(self) -> tuple[np.ndarray, np.ndarray]:
-        """(c, r) with [lo, hi] contained in [c - r, c + r] in exact arithmetic."""
-        c, r = _midrad(self.lo, self.hi)
-        return c, (np.zeros_like(c) if r is None else r)
-
     @property
     def width(self) -> np.ndarray:
         return self.hi - self.lo
