@@ -1031,10 +1031,12 @@ FLOAT32_VOCABS = range(2, MAX_VOCAB_FLOAT64 + 1)
 FLOAT32_MAPS = 20
 
 
-def float32_accuracy(vocab_size: int, maps: int = FLOAT32_MAPS, seed: int = 0,
-                     inverse_temperature: float = 100.0) -> dict[str, Any]:
+def float32_logits(vocab_size: int, maps: int = FLOAT32_MAPS, seed: int = 0, inverse_temperature: float = 100.0,
+                   threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The two-token model run in float32 (torch module cast to float32, virtual tokens rounded
-    to float32) on ``maps`` random maps plus the leakage witnesses, every (u0, u1) pair."""
+    to float32) on ``maps`` random maps plus the leakage witnesses, every (u0, u1) pair: the
+    logits (float32) and the expected tokens. ``threads`` intra-op threads: one is 2-5x faster on
+    the shared 2-core machine, and the logits are bit-identical to two threads' (tests/test_two_token_speed.py)."""
     construction = TwoToken(Vocabulary.letters(vocab_size), inverse_temperature)
     rng = np.random.default_rng(seed)
     witness_tasks, _ = leakage_witnesses(construction)
@@ -1045,10 +1047,16 @@ def float32_accuracy(vocab_size: int, maps: int = FLOAT32_MAPS, seed: int = 0,
     module = SpecTransformer(construction.spec).float()
     tokens = torch.from_numpy(construction.prompt_tokens(users[u_idx]))
     virtual = torch.from_numpy(construction.virtual_tokens(tasks)[t_idx].astype(np.float32))
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(threads):
         out = module(module.embed_tokens(tokens, virtual, construction.virtual_positions))
-    predicted = out[:, -1].argmax(-1).numpy()
-    want = construction.expected(tasks[t_idx], users[u_idx])[:, 0]
+    return out.numpy(), construction.expected(tasks[t_idx], users[u_idx])[:, 0]
+
+
+def float32_accuracy(vocab_size: int, maps: int = FLOAT32_MAPS, seed: int = 0,
+                     inverse_temperature: float = 100.0) -> dict[str, Any]:
+    """How many pairs the float32 model answers right (``float32_logits``)."""
+    out, want = float32_logits(vocab_size, maps, seed, inverse_temperature)
+    predicted = torch.from_numpy(out)[:, -1].argmax(-1).numpy()  # torch's argmax, as before
     correct = int((predicted == want).sum())
     return {"V": vocab_size, "pairs": len(want), "correct": correct, "accuracy": correct / len(want)}
 
