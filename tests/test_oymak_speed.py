@@ -67,3 +67,24 @@ def test_quadrature_density_equals_scipy_norm_pdf():
     p_rel = th.hard_selection_relevant_probability(kn.T, kn.k, kn.Q, kn.sigma, kn.rho)
     assert th.hard_selection_error(kn.T, kn.k, kn.Q, kn.M, kn.sigma, kn.c, kn.rho, p_rel) == \
         th.hard_selection_error(kn.T, kn.k, kn.Q, kn.M, kn.sigma, kn.c, kn.rho)
+
+
+def test_sa_restart_forward_and_gradients_equal_the_einsum_formulation():
+    rng = np.random.default_rng(16)
+    for R, n, T, d, scale in ((3, 400, 12, 6, 0.5), (1, 300, 8, 64, 0.05), (2, 77, 5, 3, 2.0)):
+        X = torch.as_tensor(rng.standard_normal((n, T, d)))
+        y = torch.as_tensor(rng.choice([-1.0, 1.0], n))
+        start = {"W": scale * rng.standard_normal((R, d, d)), "v": rng.standard_normal((R, d))}
+        results = []
+        for fast in (True, False):
+            params = {k: torch.nn.Parameter(torch.as_tensor(v.copy())) for k, v in start.items()}
+            with models.single_thread():
+                if fast:
+                    f = models.restart_forward("SA", params, X)
+                else:  # the einsum formulation it replaces
+                    XW = torch.matmul(X.reshape(n * T, d), params["W"]).reshape(-1, n, T, d)
+                    Xv = (X.reshape(n * T, d) @ params["v"].T).T.reshape(-1, n, T)
+                    f = torch.einsum("rnij,rnj->rn", torch.softmax(torch.einsum("rnid,njd->rnij", XW, X), dim=-1), Xv) / T
+                torch.nn.functional.softplus(-y * f).mean(dim=-1).sum().backward()
+            results.append((f.detach(), params["W"].grad, params["v"].grad))
+        assert all(torch.equal(a, b) for a, b in zip(*results))
