@@ -49,7 +49,26 @@ def _gamma(k: np.ndarray | float) -> np.ndarray:
 
 
 def _up(x: np.ndarray) -> np.ndarray:
-    return np.nextafter(x, np.inf)
+    """np.nextafter(x, inf), bit for bit, by integer arithmetic on the bit patterns (numpy's
+    nextafter is a libm call per entry, ~10x slower): x + 0.0 turns -0 into +0 and changes
+    nothing else, then a float with the sign bit clear moves up by one unit of its pattern and
+    one with the sign bit set moves down (toward zero). inf and NaN go to np.nextafter (a sum
+    that overflows too, which is only slower). Checked against np.nextafter on random bit
+    patterns and every special value (tests/test_two_token_speed.py)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x.sum()):
+        return np.nextafter(x, np.inf)
+    i = (x + 0.0).view(np.int64)
+    return (i + ((i >> 63) | 1)).view(np.float64)
+
+
+def _down(x: np.ndarray) -> np.ndarray:
+    """np.nextafter(x, -inf), bit for bit: -up(-x), with 0.0 - x (+0 for both zeros) as -x."""
+    x = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(x.sum()):
+        return np.nextafter(x, -np.inf)
+    i = (0.0 - x).view(np.int64)
+    return -((i + ((i >> 63) | 1)).view(np.float64))
 
 
 def _pow2(a: np.ndarray) -> np.ndarray:
@@ -73,10 +92,27 @@ def _product_error(abs_a, abs_b, nz_a, nz_b, exact_a, exact_b) -> np.ndarray:
     summation order (with or without FMA): k non-zero terms pass through at most k - 1
     additions and one product rounding, skipped when every product has an exact factor
     (a power of two). gamma_nu of the sum of |terms|, plus k subnormal units."""
-    k = _f(nz_a) @ _f(nz_b)
-    inexact = _f(nz_a & ~exact_a) @ _f(nz_b & ~exact_b)
+    return _error_bound(abs_a @ abs_b, _f(nz_a) @ _f(nz_b), _f(nz_a & ~exact_a) @ _f(nz_b & ~exact_b))
+
+
+def _error_bound(value: np.ndarray, k: np.ndarray, inexact: np.ndarray) -> np.ndarray:
+    """``_product_error`` from its parts: value = abs_a @ abs_b, k = the count of non-zero terms,
+    inexact = the count of terms without an exact factor."""
     nu = np.maximum(k - 1.0, 0.0) + (inexact > 0)
-    return _gamma(nu) * (abs_a @ abs_b) + k * ETA
+    return _gamma(nu) * value + k * ETA
+
+
+def _moderate(x: Affine) -> bool:
+    """Every entry of c, g, r and t finite, |c|, r <= 2^1000 and |g|, |t| <= 2^500: then every
+    operand the ops derive from x (magnitudes, |c|, |g|, r) is finite, so a term with a zero
+    weight is exactly +0 (what lets ``AffineOps.linear`` skip zero rows and columns of W)."""
+    if x.c.size == 0 or x.t_lo.size == 0:
+        return False
+    with np.errstate(invalid="ignore"):
+        big = max(x.c.max(), -x.c.min(), x.r.max(), -x.r.min())
+        slope = max(x.g.max(), -x.g.min())
+        t = max(x.t_lo.max(), -x.t_lo.min(), x.t_hi.max(), -x.t_hi.min())
+    return bool(big <= 2.0**1000 and slope <= 2.0**500 and t <= 2.0**500)  # False for NaN
 
 
 @dataclass(frozen=True)
@@ -114,6 +150,11 @@ class Affine:
         return Affine(self.c[index], self.g[index], self.r[index],
                       self.t_lo[index] if t_lo is None else t_lo, self.t_hi[index] if t_hi is None else t_hi)
 
+    def columns(self, index: np.ndarray) -> Affine:
+        """The entries ``index`` of the last axis (every op below acts on each entry separately,
+        except the products, which sum over it)."""
+        return Affine(self.c[..., index], self.g[..., index], self.r[..., index], self.t_lo, self.t_hi)
+
     def positions(self, sl: slice) -> Affine:
         return Affine(self.c[:, sl], self.g[:, sl], self.r[:, sl], self.t_lo, self.t_hi)
 
@@ -145,13 +186,13 @@ class Affine:
         err_a = U * (np.abs(ga) + np.abs(a)) * (1 + 4 * U) + 2 * ETA
         err_b = U * (np.abs(gb) + np.abs(b)) * (1 + 4 * U) + 2 * ETA
         moving = g != 0
-        lo[..., cols] = np.where(moving, np.nextafter(np.minimum(a - err_a, b - err_b), -np.inf), c)
+        lo[..., cols] = np.where(moving, _down(np.minimum(a - err_a, b - err_b)), c)
         hi[..., cols] = np.where(moving, _up(np.maximum(a + err_a, b + err_b)), c)
         return lo, hi
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.center_bounds()
-        lo = np.where(self.r > 0, np.nextafter(lo - self.r, -np.inf), lo)
+        lo = np.where(self.r > 0, _down(lo - self.r), lo)
         hi = np.where(self.r > 0, _up(hi + self.r), hi)
         return lo, hi
 
@@ -210,6 +251,66 @@ class AffineOps:
 
     # -- sums and products
     def linear(self, x: Affine, W: np.ndarray, b: np.ndarray) -> Affine:
+        """x @ W + b. The same bounds as ``linear_dense``, bit for bit, computed only where W
+        acts: output columns j with W[:, j] = 0 and b_j = 0 are c @ W + b, g @ W with radius
+        exactly +0 (every term of every product there is (finite) x +0, every count 0), so only
+        the other columns are computed; and when no column of W has two non-zero entries, every
+        product over the input axis has at most one non-zero term, which every summation order
+        (gemv, gemm, with or without FMA) rounds the same, so the products read only the rows of
+        x where W is non-zero. The counts are exact integers in any order. The products
+        c @ W and g @ W (signed, several terms) are computed as in ``linear_dense``. Falls back
+        to ``linear_dense`` where x holds non-finite or huge entries (``_moderate``)."""
+        nz = W != 0
+        cols = np.flatnonzero(nz.any(axis=0) | (b != 0))
+        single = bool((nz.sum(axis=0) <= 1).all())
+        rows = np.flatnonzero(nz.any(axis=1)) if single else None
+        narrow = rows is not None and len(rows) < W.shape[0]
+        if not (narrow or len(cols) < W.shape[1]) or not _moderate(x):
+            return self.linear_dense(x, W, b)
+        center, slope = x.c @ W + b, x.g @ W
+        xs, Wr = (x.columns(rows), W[rows]) if rows is not None else (x, W)
+        Wc, bs = Wr[:, cols], b[cols]
+        if rows is not None:  # at most one non-zero term per product
+            abs_w = np.abs(Wc)
+
+            def value(a: np.ndarray) -> np.ndarray:
+                return a @ abs_w
+        else:  # the whole product, as linear_dense computes it, then the columns
+            abs_full = np.abs(W)
+
+            def value(a: np.ndarray) -> np.ndarray:
+                return (a @ abs_full)[..., cols]
+        nz_w, p2_w, dy_w = Wc != 0, _pow2(Wc), _dyadic(Wc)
+        f_w, inexact_w = _f(nz_w), _f(nz_w & ~p2_w)
+        c, g, r, tab = xs.c, xs.g, xs.r, xs.tab
+        nz_x, const = ~xs.zero, xs.const
+        mag = xs.magnitude()
+        dot = value(mag)
+        has_b = bs != 0
+        f_x = _f(nz_x)
+        k = f_x @ f_w
+        bad = _f(nz_x & ~(const & _dyadic(c))) @ f_w + f_x @ _f(nz_w & ~dy_w)
+        exact = (bad == 0) & _dyadic(bs, GRID * GRID) & (dot + np.abs(bs) < DYADIC_LIMIT)
+        nz_c, nz_g, nz_r = c != 0, g != 0, r != 0
+        p2_c = _pow2(c)
+        model = _error_bound(dot, k, _f(nz_x & ~(const & p2_c)) @ inexact_w) if self.float_model else 0.0
+        k_c = _f(nz_c) @ f_w
+        cert_c = _error_bound(value(np.abs(c)), k_c, _f(nz_c & ~p2_c) @ inexact_w)
+        cert_g = _error_bound(value(np.abs(g)), _f(nz_g) @ f_w, _f(nz_g & ~_pow2(g)) @ inexact_w) * tab
+        main = value(r)
+        main_err = _error_bound(main, _f(nz_r) @ f_w, _f(nz_r & ~_pow2(r)) @ inexact_w)
+        center_s = center[..., cols]
+        out = Affine(center_s, slope[..., cols], main + main_err + model + cert_c + cert_g, x.t_lo, x.t_hi)
+        out_mag = out.magnitude() * (1 + 4 * U)
+        bias_model = U * out_mag * ((k > 0) & has_b) if self.float_model else 0.0
+        bias_cert = U * (np.abs(center_s) * (1 + 4 * U)) * ((k_c > 0) & has_b)
+        extra = np.where(exact, 0.0, model + bias_model + cert_c + bias_cert) + cert_g + main_err
+        radius = np.zeros(center.shape)
+        radius[..., cols] = _finish(main, extra, W.shape[0])
+        return Affine(center, slope, radius, x.t_lo, x.t_hi)
+
+    def linear_dense(self, x: Affine, W: np.ndarray, b: np.ndarray) -> Affine:
+        """``linear`` over every entry of x and of the output (the reference: tests/test_two_token_speed.py)."""
         abs_w, nz_w, p2_w, dy_w = np.abs(W), W != 0, _pow2(W), _dyadic(W)
         c, g, r, tab = x.c, x.g, x.r, x.tab
         nz_x, const = ~x.zero, x.const
@@ -283,6 +384,25 @@ class AffineOps:
         return Affine(x.c * factor, x.g * factor, _finish(main, extra, 2), x.t_lo, x.t_hi)
 
     def add(self, x: Affine, y: Affine) -> Affine:
+        """x + y. The same bounds as ``add_dense``, bit for bit: where y is an exact zero every
+        rounding term is 0 (each is selected away by np.where, whatever x holds), so the sum is
+        c, g, r = x + y exactly, and the rounding terms are computed only in the columns where
+        some entry of y is not an exact zero (a block's output touches a few subspaces)."""
+        if x.c.shape != y.c.shape:
+            return self.add_dense(x, y)
+        cols = np.flatnonzero(np.any(~y.zero, axis=tuple(range(y.c.ndim - 1))))
+        if len(cols) == y.c.shape[-1]:
+            return self.add_dense(x, y)
+        c, g, main = x.c + y.c, x.g + y.g, x.r + y.r
+        radius = main.copy()
+        radius[..., cols] = self._add_radius(x.columns(cols), y.columns(cols))
+        return Affine(c, g, radius, x.t_lo, x.t_hi)
+
+    def add_dense(self, x: Affine, y: Affine) -> Affine:
+        """``add`` over every entry (the reference: tests/test_two_token_speed.py)."""
+        return Affine(x.c + y.c, x.g + y.g, self._add_radius(x, y), x.t_lo, x.t_hi)
+
+    def _add_radius(self, x: Affine, y: Affine) -> np.ndarray:
         c, g = x.c + y.c, x.g + y.g
         s = Affine(c, g, x.r + y.r, x.t_lo, x.t_hi)
         small = (x.const & y.const & _dyadic(x.c) & _dyadic(y.c)
@@ -295,7 +415,7 @@ class AffineOps:
         exact_c = (x.c == 0) | (y.c == 0) | (_dyadic(x.c) & _dyadic(y.c) & (np.abs(c) < DYADIC_LIMIT))
         extra = extra + np.where(exact_c, 0.0, U * np.abs(c))
         extra = extra + np.where((x.g == 0) | (y.g == 0), 0.0, U * np.abs(g) * x.tab)
-        return Affine(c, g, _finish(main, extra, 3), x.t_lo, x.t_hi)
+        return _finish(main, extra, 3)
 
     def relu(self, x: Affine) -> Affine:
         """Exact where the sign is decided; otherwise the tighter of two sound relaxations:
@@ -377,7 +497,7 @@ def join(x: Affine, starts: np.ndarray) -> Affine:
     err = np.where(dev == 0, 0.0, 3 * U * (np.abs(x.c) + np.abs(dev) * x.tab) + 2 * ETA)
     lo = np.minimum(a, b) - err - x.r
     hi = np.maximum(a, b) + err + x.r
-    lo = np.where((err > 0) | (x.r > 0), np.nextafter(lo, -np.inf), lo)
+    lo = np.where((err > 0) | (x.r > 0), _down(lo), lo)
     hi = np.where((err > 0) | (x.r > 0), _up(hi), hi)
     low = np.minimum.reduceat(lo, starts, axis=0)
     high = np.maximum.reduceat(hi, starts, axis=0)
