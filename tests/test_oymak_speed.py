@@ -10,7 +10,7 @@ from scipy.stats import norm
 from constructions.oymak import models
 from constructions.oymak.data import MixtureKnobs, sample_labels_and_sets, sample_mixture, token_means
 from theorems import oymak as th
-from verify.checks.oymak import c1, c3
+from verify.checks.oymak import c1, c2, c3
 
 
 def test_semi_closed_head_errors_equal_the_plain_norm_sf_formula():
@@ -88,3 +88,23 @@ def test_sa_restart_forward_and_gradients_equal_the_einsum_formulation():
                 torch.nn.functional.softplus(-y * f).mean(dim=-1).sum().backward()
             results.append((f.detach(), params["W"].grad, params["v"].grad))
         assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+def test_token_covariances_equal_the_einsum_of_the_centred_tokens():
+    rng = np.random.default_rng(17)
+    for shape in ((25, 300, 10, 3), (4, 7, 12, 3), (2, 5, 3, 3)):
+        x = rng.standard_normal(shape)
+        xc = x - x.mean(axis=2, keepdims=True)
+        plain = np.einsum("cntk,cntl->cnkl", xc, xc) / shape[2]
+        assert np.array_equal(c2.token_covariances(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), plain)
+
+
+def test_low_dim_draws_reuse_the_context_coordinates():
+    kn, rng = c3.C3_KNOBS, np.random.default_rng(18)
+    d = c3.low_dim_draws(kn, c3.C3_GAMMA, 999, np.random.default_rng(18))
+    y, R = sample_labels_and_sets(kn, 999, rng)
+    alpha, beta = np.where(R, 1.0, kn.rho), np.where(R, 1.0, -kn.c) * y[:, None]
+    w = kn.sigma * rng.standard_normal(alpha.shape)
+    s = models.softmax(c3.C3_GAMMA * (alpha * kn.Q + w), axis=1)
+    assert np.array_equal(d["A"], (s * (alpha * kn.Q + w)).sum(1)) and np.array_equal(d["r"], np.sqrt((s ** 2).sum(1)))
+    assert np.array_equal(d["B"], (s * beta * kn.M).sum(1))

@@ -170,6 +170,27 @@ def _nested_chi2(dofs: list[int], shape: tuple[int, ...], rng: np.random.Generat
     return np.cumsum(np.stack([rng.chisquare(s, size=shape) for s in steps], axis=-1), axis=-1)
 
 
+def token_covariances(x: np.ndarray) -> np.ndarray:
+    """C = (1/T) sum_t (x_t - xbar)(x_t - xbar)^T per sequence, for tokens given coordinate- and
+    token-major, x (k, T, ...): shape (..., k, k). The same numbers as
+    np.einsum("...tk,...tl->...kl", xc, xc) / T with xc = x - x.mean(axis=-2, keepdims=True) in the
+    drawn (..., T, k) layout: both add over t in token order, here over contiguous blocks."""
+    k, T = x.shape[:2]
+
+    def over_tokens(a: np.ndarray) -> np.ndarray:  # ((a_0 + a_1) + a_2) + ... over the first axis
+        total = a[0] + a[1]
+        for t in range(2, T):
+            total += a[t]
+        return total
+
+    xc = x - over_tokens(np.moveaxis(x, 1, 0))[:, None] / T
+    C = np.empty(x.shape[2:] + (k, k))
+    for a in range(k):
+        for b in range(a, k):
+            C[..., a, b] = C[..., b, a] = over_tokens(xc[a] * xc[b]) / T
+    return C
+
+
 def gd_prompt_law(kn: MixtureKnobs, ns: tuple[int, ...], dims: tuple[int, ...], reps: int,
                   rng: np.random.Generator, chunk: int = 25) -> dict[str, np.ndarray]:
     """The exact law of GD's prompt p2 for every n in ``ns`` and d in ``dims``, per replicate.
@@ -198,11 +219,15 @@ def gd_prompt_law(kn: MixtureKnobs, ns: tuple[int, ...], dims: tuple[int, ...], 
         c = min(chunk, reps - start)
         y, R = sample_labels_and_sets(kn, c * n_max, rng)
         y, R = y.reshape(c, n_max), R.reshape(c, n_max, T)
-        x = s * rng.standard_normal((c, n_max, T, 3))
-        x[..., 0] += np.where(R, 1.0, kn.rho) * Q
-        x[..., 1] += np.where(R, 1.0, -kn.c) * y[:, :, None] * M
-        xc = x - x.mean(axis=2, keepdims=True)
-        C = np.einsum("cntk,cntl->cnkl", xc, xc) / T  # (c, n, 3, 3)
+        # The tokens' three coordinates, moved to (3, T, c, n) by one copy so that every step below
+        # runs on contiguous arrays (in the drawn (c, n, T, 3) layout numpy loops over triples);
+        # the same numbers, bit for bit (``token_covariances``).
+        x = np.ascontiguousarray(rng.standard_normal((c, n_max, T, 3)).transpose(3, 2, 0, 1))
+        x *= s
+        R_t = R.transpose(2, 0, 1)  # (T, c, n)
+        x[0] += np.where(R_t, 1.0, kn.rho) * Q
+        x[1] += np.where(R_t, 1.0, -kn.c) * y[None] * M
+        C = token_covariances(x)  # (c, n, 3, 3)
         Mbar = np.cumsum(y[:, :, None, None] * C, axis=1)[:, ns_arr - 1] / ns_arr[None, :, None, None]
         Cbar = np.cumsum(C, axis=1)[:, ns_arr - 1] / ns_arr[None, :, None, None]
         nT = ns_arr * T  # (len(ns),)

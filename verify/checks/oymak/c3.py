@@ -60,11 +60,11 @@ def low_dim_draws(kn: MixtureKnobs, gamma: float, n: int, rng: np.random.Generat
     alpha = np.where(R, 1.0, kn.rho)  # (n, T)
     beta = np.where(R, 1.0, -kn.c) * y[:, None]  # (n, T)
     w = kn.sigma * rng.standard_normal(alpha.shape)  # (n, T)
-    scores = gamma * (alpha * kn.Q + w)
+    context = alpha * kn.Q + w  # the tokens' context coordinates q_hat . x_t
+    scores = gamma * context
     s = np.exp(scores - scores.max(axis=1, keepdims=True))
     s /= s.sum(axis=1, keepdims=True)
-    return {"y": y, "A": (s * (alpha * kn.Q + w)).sum(1), "B": (s * beta * kn.M).sum(1),
-            "r": np.sqrt((s ** 2).sum(1))}
+    return {"y": y, "A": (s * context).sum(1), "B": (s * beta * kn.M).sum(1), "r": np.sqrt((s ** 2).sum(1))}
 
 
 def _semi_closed_terms(draws: dict[str, np.ndarray], sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
