@@ -155,16 +155,27 @@ def prefixed_outputs(layer: nn.MultiheadAttention, inputs: Tensor, keys: Tensor,
     token]", without copying the prefix M times.
     """
     C, R, n_max, d = keys.shape
+    return _outputs(layer, inputs, keys, values, _attention_mask(lengths, R, layer.num_heads, n_max, len(inputs)))
+
+
+def _outputs(layer: nn.MultiheadAttention, inputs: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> Tensor:
+    """``prefixed_outputs`` with its attention mask (``_attention_mask``) given: the search
+    builds the mask once, not at every step (the same tensor, so the same outputs)."""
+    C, R, n_max, d = keys.shape
     M = inputs.shape[0]
     B = C * R
     tokens = inputs.expand(B, M, d)
     key_seq = torch.cat([keys.reshape(B, n_max, d), tokens], dim=1)  # (B, n_max + M, d)
     value_seq = torch.cat([values.reshape(B, n_max, d), tokens], dim=1)
-    blocked = _blocked(lengths, n_max, M)  # (C, M, n_max + M), True = not attended
-    mask = blocked[:, None, None].expand(C, R, layer.num_heads, M, n_max + M)
-    out, _ = layer(tokens, key_seq, value_seq, attn_mask=mask.reshape(B * layer.num_heads, M, n_max + M),
-                   need_weights=False)
+    out, _ = layer(tokens, key_seq, value_seq, attn_mask=mask, need_weights=False)
     return out.reshape(C, R, M, d)
+
+
+def _attention_mask(lengths: Sequence[int], restarts: int, heads: int, n_max: int, M: int) -> Tensor:
+    """(C R H, M, n_max + M) bool, True = not attended: ``_blocked`` for every restart and head."""
+    C = len(lengths)
+    mask = _blocked(lengths, n_max, M)[:, None, None].expand(C, restarts, heads, M, n_max + M)
+    return mask.reshape(C * restarts * heads, M, n_max + M)
 
 
 def _blocked(lengths: Sequence[int], n_max: int, M: int) -> Tensor:
@@ -227,15 +238,16 @@ def search(layer: nn.MultiheadAttention, setting: Setting, inputs: Tensor, targe
         opt = torch.optim.Adam(params, lr=config.lr)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.steps, config.lr * LR_FLOOR)
         goal = targets.unsqueeze(1)  # (C, 1, M, d)
+        mask = _attention_mask(lengths, config.restarts, layer.num_heads, n_max, M)
         for _ in range(config.steps):
             opt.zero_grad()
-            err = (prefixed_outputs(layer, inputs, keys, values, lengths) - goal).norm(dim=-1)  # (C, R, M)
+            err = (_outputs(layer, inputs, keys, values, mask) - goal).norm(dim=-1)  # (C, R, M)
             loss = err.pow(config.power).mean(-1).pow(1 / config.power).sum()
             loss.backward()
             opt.step()
             schedule.step()
         with torch.no_grad():
-            err = (prefixed_outputs(layer, inputs, keys, values, lengths) - goal).norm(dim=-1)
+            err = (_outputs(layer, inputs, keys, values, mask) - goal).norm(dim=-1)
             worst = err.amax(-1)  # (C, R)
             best = worst.argmin(1)  # (C,)
             rows = torch.arange(C)
