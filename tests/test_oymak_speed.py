@@ -108,3 +108,15 @@ def test_low_dim_draws_reuse_the_context_coordinates():
     s = models.softmax(c3.C3_GAMMA * (alpha * kn.Q + w), axis=1)
     assert np.array_equal(d["A"], (s * (alpha * kn.Q + w)).sum(1)) and np.array_equal(d["r"], np.sqrt((s ** 2).sum(1)))
     assert np.array_equal(d["B"], (s * beta * kn.M).sum(1))
+
+
+def test_oracle_risk_with_cached_nodes_equals_the_plain_quadrature():
+    from scipy.special import gammaln, roots_genlaguerre, roots_hermitenorm
+
+    for N, k, d, Q, sigma in ((1600, 2, 16, 2.0, 1.0), (200, 3, 5, 1.0, 0.7), (1600, 2, 16, 1.5, 1.0)):
+        s2 = sigma ** 2 / (k * N)
+        g, wg = roots_hermitenorm(80)
+        u, wu = roots_genlaguerre(80, (d - 1) / 2 - 1)
+        wg, wu = wg / wg.sum(), wu / np.exp(gammaln((d - 1) / 2))
+        val = s2 * (2 * u)[None, :] / ((Q + np.sqrt(s2) * g[:, None]) ** 2 + s2 * (2 * u)[None, :])
+        assert th.oracle_direction_risk(N, k, d, Q, sigma) == float((wg[:, None] * wu[None, :] * val).sum())

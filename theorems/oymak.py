@@ -349,17 +349,28 @@ def oracle_direction_risk(N: int, k: int, d: int, Q: float, sigma: float, nodes:
         R*(N) = E[ s^2 chi / ((Q + s g)^2 + s^2 chi) ],  s = sigma / sqrt(k N),
     g ~ N(0, 1), chi ~ chi^2_{d-1} independent; R*(N) = (d-1) sigma^2 / (k N Q^2) + O(N^-2).
     Evaluated by Gauss-Hermite (g) x generalised Gauss-Laguerre (chi) quadrature."""
+    s2 = sigma ** 2 / (k * N)
+    g, wg, chi, wu = _oracle_nodes(nodes, d)
+    val = s2 * chi[None, :] / ((Q + np.sqrt(s2) * g[:, None]) ** 2 + s2 * chi[None, :])
+    return float((wg[:, None] * wu[None, :] * val).sum())
+
+
+@cache
+def _oracle_nodes(nodes: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The quadrature of ``oracle_direction_risk``: Gauss-Hermite nodes g and weights (normalised to
+    sum 1) for N(0, 1), and nodes chi and weights for chi^2_{d-1} (generalised Gauss-Laguerre).
+    Cached: a sweep evaluates the risk at every (n, d) cell, with the same nodes for each n."""
     from scipy.special import gammaln, roots_genlaguerre, roots_hermitenorm
 
-    s2 = sigma ** 2 / (k * N)
     g, wg = roots_hermitenorm(nodes)
     wg = wg / wg.sum()
     alpha = (d - 1) / 2 - 1  # chi^2_{d-1} density ~ x^alpha e^{-x/2}: substitute x = 2u
     u, wu = roots_genlaguerre(nodes, alpha)
     wu = wu / np.exp(gammaln(alpha + 1))
     chi = 2 * u
-    val = s2 * chi[None, :] / ((Q + np.sqrt(s2) * g[:, None]) ** 2 + s2 * chi[None, :])
-    return float((wg[:, None] * wu[None, :] * val).sum())
+    for a in (g, wg, chi, wu):
+        a.flags.writeable = False  # shared by every call
+    return g, wg, chi, wu
 
 
 def oracle_alignment_constant(k: int, d: int, Q: float, sigma: float) -> float:
