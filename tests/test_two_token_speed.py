@@ -1,5 +1,6 @@
 """Speed changes of petrov.thm2.two-token (issue 14) that must not change a single bit:
-float32_accuracy on one torch thread gives the same logits as on two; the certificate's
+float32_accuracy on one torch thread gives the same logits as on two; the parts of the claim
+that call BLAS or torch give the same results inside ``one_thread`` as outside; the certificate's
 nextafter by integer arithmetic equals np.nextafter; its column-restricted linear and add give
 the same forms, bit for bit, as the dense versions, on the construction and on edited weights."""
 
@@ -9,10 +10,17 @@ import numpy as np
 import pytest
 
 import verify.certificates.two_token as two_token
+from constructions.forward import embed, forward, logits
 from constructions.petrov.two_token import TwoToken
 from constructions.spec import MLP, Block, TransformerSpec
 from constructions.vocab import Vocabulary
-from verify.checks.petrov_sec3 import float32_logits, perturbed_readout
+from verify.checks.petrov_sec3 import (
+    causal_mask_leak,
+    float32_logits,
+    one_thread,
+    perturbed_readout,
+    torch_parity,
+)
 
 
 def test_float32_logits_do_not_depend_on_the_thread_count():
@@ -20,6 +28,26 @@ def test_float32_logits_do_not_depend_on_the_thread_count():
         (one, want), (two, _) = float32_logits(vocab_size, threads=1), float32_logits(vocab_size, threads=2)
         assert one.dtype == np.float32 and one.shape == (len(want), 3, vocab_size)
         assert np.array_equal(one.view(np.uint32), two.view(np.uint32)), vocab_size
+
+
+def test_the_threaded_parts_of_the_claim_do_not_depend_on_one_thread():
+    construction = TwoToken(Vocabulary.letters(10))
+
+    def parts():
+        rng = np.random.default_rng(0)
+        certificate = dataclasses.asdict(two_token.certify_two_token(TwoToken(Vocabulary.letters(5))))
+        certificate.pop("seconds")
+        tasks, users = construction.random_tasks(rng, 2048), rng.integers(0, 10, size=(2048, 2))
+        tokens = construction.prompt_tokens(users)
+        x = embed(construction.spec, tokens, construction.virtual_tokens(tasks), construction.virtual_positions)
+        return (repr(certificate), logits(construction.spec, forward(construction.spec, x)),
+                repr((torch_parity(construction, rng), causal_mask_leak(construction.spec, rng))))
+
+    outside = parts()
+    with one_thread():
+        inside = parts()
+    assert inside[0] == outside[0] and inside[2] == outside[2]
+    assert same_bits(inside[1], outside[1])
 
 
 def same_bits(a, b):
