@@ -1,5 +1,5 @@
 """Speed changes of petrov.thm2.two-token (issue 14) that must not change a single bit:
-float32_accuracy on one torch thread gives the same logits as on two; the parts of the claim
+float32_accuracy on one torch thread, in chunks, gives the same logits as in one call on two; the parts of the claim
 that call BLAS or torch give the same results inside ``one_thread`` as outside; the certificate's
 nextafter by integer arithmetic equals np.nextafter; its column-restricted linear and add give
 the same forms, bit for bit, as the dense versions, on the construction and on edited weights."""
@@ -15,6 +15,8 @@ from constructions.petrov.two_token import TwoToken
 from constructions.spec import MLP, Block, TransformerSpec
 from constructions.vocab import Vocabulary
 from verify.checks.petrov_sec3 import (
+    FLOAT32_CHUNK,
+    FLOAT32_VOCABS,
     causal_mask_leak,
     float32_logits,
     one_thread,
@@ -23,11 +25,22 @@ from verify.checks.petrov_sec3 import (
 )
 
 
-def test_float32_logits_do_not_depend_on_the_thread_count():
-    for vocab_size in (4, 9, 13):
-        (one, want), (two, _) = float32_logits(vocab_size, threads=1), float32_logits(vocab_size, threads=2)
-        assert one.dtype == np.float32 and one.shape == (len(want), 3, vocab_size)
-        assert np.array_equal(one.view(np.uint32), two.view(np.uint32)), vocab_size
+def test_float32_logits_do_not_depend_on_chunks():
+    """The claim's chunks of FLOAT32_CHUNK sequences against one call, every V of the claim."""
+    for vocab_size in FLOAT32_VOCABS:
+        (fast, want), (whole, _) = float32_logits(vocab_size), float32_logits(vocab_size, chunk=None)
+        assert fast.dtype == np.float32 and fast.shape == (len(want), 3, vocab_size)
+        assert len(want) > FLOAT32_CHUNK or vocab_size < 7
+        assert np.array_equal(fast.view(np.uint32), whole.view(np.uint32)), vocab_size
+
+
+@pytest.mark.slow  # two threads on the shared machine: ~15 s
+def test_float32_logits_do_not_depend_on_threads_or_chunks():
+    """The claim's configuration (one thread, chunks) against the former one (one call on two
+    threads), every V of the claim."""
+    for vocab_size in FLOAT32_VOCABS:
+        fast, whole = float32_logits(vocab_size)[0], float32_logits(vocab_size, threads=2, chunk=None)[0]
+        assert np.array_equal(fast.view(np.uint32), whole.view(np.uint32)), vocab_size
 
 
 def test_the_threaded_parts_of_the_claim_do_not_depend_on_one_thread():
