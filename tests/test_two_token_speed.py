@@ -1,7 +1,7 @@
 """Speed changes of petrov.thm2.two-token (issue 14) that must not change a single bit:
 float32_accuracy on one torch thread, in chunks, gives the same logits as in one call on two; the parts of the claim
 that call BLAS or torch give the same results inside ``one_thread`` as outside; the certificate's
-nextafter by integer arithmetic equals np.nextafter; its column-restricted linear and add give
+nextafter by integer arithmetic equals np.nextafter; its column-restricted linear, add and join give
 the same forms, bit for bit, as the dense versions, on the construction and on edited weights."""
 
 import dataclasses
@@ -95,6 +95,8 @@ class DenseOps(two_token.AffineOps):
 
 def certificate_and_forms(construction, spec, arithmetic, ops, monkeypatch):
     monkeypatch.setattr(two_token, "AffineOps", ops)
+    if ops is DenseOps:
+        monkeypatch.setattr(two_token, "join", two_token.join_dense)
     forms = []
     result = two_token.certify_two_token(construction, spec, arithmetic, trace=lambda *args: forms.append(args[-1]))
     monkeypatch.undo()
