@@ -2,7 +2,8 @@
 float32_accuracy on one torch thread, in chunks, gives the same logits as in one call on two; the parts of the claim
 that call BLAS or torch give the same results inside ``one_thread`` as outside; the certificate's
 nextafter by integer arithmetic equals np.nextafter; its column-restricted linear, add and join give
-the same forms, bit for bit, as the dense versions, on the construction and on edited weights."""
+the same forms, bit for bit, as the dense versions, on the construction and on edited weights; a
+spec that differs only in the readout reuses the forms before it and gets the fresh certificate."""
 
 import dataclasses
 
@@ -157,3 +158,27 @@ def test_restricted_ops_give_the_dense_forms_on_edited_weights(monkeypatch):
                         assert all(same_bits(getattr(a, k), getattr(b, k)) for k in ("c", "g", "r")), name
                     verdicts.add("holds" in fast[0] and "'holds': True" in fast[0])
     assert verdicts == {True, False}  # some edits break the certificate, some do not
+
+
+def certificate_fields(result):
+    fields = dataclasses.asdict(result)
+    fields.pop("seconds")
+    return repr(fields)
+
+
+def test_a_readout_change_reuses_the_forms_and_gives_the_fresh_certificate(monkeypatch):
+    construction = TwoToken(Vocabulary.letters(10))
+    monkeypatch.setattr(two_token, "_PREFIXES", two_token.OrderedDict())
+    for amount in (0.3, 50.0):  # harmless, and breaking (the readout-bias control's two outcomes)
+        perturbed = perturbed_readout(construction.spec, 1, amount)
+        two_token._PREFIXES.clear()
+        fresh = certificate_fields(two_token.certify_two_token(construction, perturbed))
+        two_token._PREFIXES.clear()
+        base = two_token.certify_two_token(construction)
+        reused = certificate_fields(two_token.certify_two_token(construction, perturbed))
+        assert len(two_token._PREFIXES) == 1 and reused == fresh
+        assert base.holds and ("'holds': True" in fresh) == (amount < base.worst_margin)
+    other = edited(construction.spec, 3, edits(construction)["one weight"])
+    two_token.certify_two_token(construction, other)  # other weights: another entry
+    two_token.certify_two_token(construction, arithmetic="real")  # other arithmetic: another entry
+    assert len(two_token._PREFIXES) == 3

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -630,6 +632,84 @@ def certify_two_token(construction: TwoToken, spec: TransformerSpec | None = Non
         result.reason = problem
         result.first_failure = problem
         return result
+    key = None if trace is not None else _prefix_key(construction, spec, arithmetic)
+    prefix = _PREFIXES.get(key) if key is not None else None
+    if prefix is None:
+        prefix = _before_readout(construction, spec, arithmetic, trace)
+        if key is not None:
+            _PREFIXES[key] = prefix
+            while len(_PREFIXES) > PREFIX_CACHE_SIZE:
+                _PREFIXES.popitem(last=False)
+    else:
+        _PREFIXES.move_to_end(key)
+    final, ops = prefix.final, AffineOps(float_model=arithmetic == "float64")
+    result.cases = prefix.cases
+    result.front_error = prefix.front_error
+    result.layer_errors = list(prefix.layer_errors)
+    result.layer_clearances = list(prefix.layer_clearances)
+    result.smallest_slack = slack = prefix.smallest_slack
+    chain_u1, chain_y = np.divmod(np.arange(V * V), V)
+
+    # (c) readout: logit margins from the final forms
+    logit = ops.linear(final, spec.W_U, spec.b_U)
+    lo, hi = logit.bounds()
+    lo, hi = lo[:, 0], hi[:, 0]
+    rows_idx = np.arange(V * V)
+    margin = lo[rows_idx, chain_y][:, None] - hi
+    margin[rows_idx, chain_y] = np.inf
+    worst = margin.min(axis=1)
+    result.cases += V * V
+    result.chains = V * V
+    result.failing = int((worst <= 0).sum())
+    q = int(np.argmin(worst))
+    result.worst_margin = float(worst[q])
+    result.worst_chain = (int(chain_u1[q]), int(chain_y[q]))
+    result.worst_competitor = int(np.argmin(margin[q]))
+    s = construction.vocab.symbols
+    result.worst_case = (f"second token {s[chain_u1[q]]!r}, m(u0, {s[chain_u1[q]]!r}) = {s[chain_y[q]]!r}, "
+                         f"every u0 and map")
+    result.holds = result.failing == 0 and bool(np.isfinite(worst).all())
+    if not result.holds:
+        bad = int(np.flatnonzero(worst <= 0)[0]) if result.failing else q
+        result.first_failure = (f"second token {s[chain_u1[bad]]!r} with image {s[chain_y[bad]]!r}: "
+                                f"margin bound {worst[bad]:.3g} (smallest ramp slack {slack:.3g})")
+        failing = np.flatnonzero(worst <= 0)
+        result.failing_examples = _chain_labels(V, chain_u1[failing], chain_y[failing])
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """Everything ``certify_two_token`` computes before the unembedding: the final forms (one per
+    chain, after the select block, at the read position) and the result fields they fix."""
+
+    final: Affine
+    cases: int
+    front_error: float
+    layer_errors: tuple[float, ...]
+    layer_clearances: tuple[float, ...]
+    smallest_slack: float
+
+
+# The forms before the unembedding for the last few (construction, weights, arithmetic): a spec
+# that differs only in W_U or b_U (the readout-bias control's) reuses them. Keyed by the pickled
+# content of everything the forms depend on (the spec without W_U and b_U), so an edited weight,
+# even edited in place, is a different key: the result is the one a fresh pass computes.
+PREFIX_CACHE_SIZE = 4
+_PREFIXES: OrderedDict[bytes, _Prefix] = OrderedDict()
+
+
+def _prefix_key(construction: TwoToken, spec: TransformerSpec, arithmetic: str) -> bytes:
+    stripped = dataclasses.replace(spec, W_U=np.zeros(0), b_U=np.zeros(0))
+    return pickle.dumps((type(construction).__module__, type(construction).__qualname__, construction.vocab.size,
+                         dict(construction.layout.ranges), arithmetic, stripped), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _before_readout(construction: TwoToken, spec: TransformerSpec, arithmetic: str, trace: Any) -> _Prefix:
+    """(a) front, (b) digits and the select block of ``certify_two_token``."""
+    V, layout = construction.vocab.size, construction.layout
+    result = TwoTokenCertificate(arithmetic=arithmetic, vocab_size=V)
     ops = AffineOps(float_model=arithmetic == "float64")
     d, rows = layout.width, V**V
 
@@ -723,37 +803,13 @@ def certify_two_token(construction: TwoToken, spec: TransformerSpec | None = Non
         state = join(y, starts)
     result.smallest_slack = slack
 
-    # (c) selection and readout
+    # (c) selection
     final = forward(_one_block(spec, 2 * V + 1), state, ops)
     if trace is not None:
         trace("final", None, np.arange(V * V), None, final)
     final = final.positions(slice(-1, None))
-    logit = ops.linear(final, spec.W_U, spec.b_U)
-    lo, hi = logit.bounds()
-    lo, hi = lo[:, 0], hi[:, 0]
-    rows_idx = np.arange(V * V)
-    margin = lo[rows_idx, chain_y][:, None] - hi
-    margin[rows_idx, chain_y] = np.inf
-    worst = margin.min(axis=1)
-    result.cases += V * V
-    result.chains = V * V
-    result.failing = int((worst <= 0).sum())
-    q = int(np.argmin(worst))
-    result.worst_margin = float(worst[q])
-    result.worst_chain = (int(chain_u1[q]), int(chain_y[q]))
-    result.worst_competitor = int(np.argmin(margin[q]))
-    s = construction.vocab.symbols
-    result.worst_case = (f"second token {s[chain_u1[q]]!r}, m(u0, {s[chain_u1[q]]!r}) = {s[chain_y[q]]!r}, "
-                         f"every u0 and map")
-    result.holds = result.failing == 0 and bool(np.isfinite(worst).all())
-    if not result.holds:
-        bad = int(np.flatnonzero(worst <= 0)[0]) if result.failing else q
-        result.first_failure = (f"second token {s[chain_u1[bad]]!r} with image {s[chain_y[bad]]!r}: "
-                                f"margin bound {worst[bad]:.3g} (smallest ramp slack {slack:.3g})")
-        failing = np.flatnonzero(worst <= 0)
-        result.failing_examples = _chain_labels(V, chain_u1[failing], chain_y[failing])
-    result.seconds = time.perf_counter() - started
-    return result
+    return _Prefix(final, result.cases, result.front_error, tuple(result.layer_errors),
+                   tuple(result.layer_clearances), result.smallest_slack)
 
 
 def _chain_labels(V: int, u1s: np.ndarray, ys: np.ndarray, limit: int = 3000) -> list[np.ndarray]:
