@@ -1,5 +1,5 @@
 """``verify audit-records`` retrains recorded runs from scratch and says whether they reproduce
-bit-identically (verify/audit.py). A ci-scale descending run (seconds) stands in for the cpu runs."""
+bit-identically (verify/experiments/audit.py). A ci-scale descending run (seconds) stands in for the cpu runs."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 import verify.experiments.experiments as experiments_module
 from tests.cli_helpers import assert_usage_error, cli
-from verify import audit
+from verify.experiments import audit
 from verify.experiments import records
 from verify.experiments.schedule import RunId
 

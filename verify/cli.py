@@ -3,7 +3,7 @@
 
 * ``audit-records [--seeds K] [--seed N] [--experiment NAME] [--scale cpu] [--json FILE]``: retrain
   K recorded runs chosen by default_rng(N) into a temporary directory and report whether each
-  reproduces its record bit-identically apart from timings (verify/audit.py).
+  reproduces its record bit-identically apart from timings (verify/experiments/audit.py).
 * ``figures REPORT.json [--out DIR]``: draw the figures that come from a report (the Oymak claims',
   verify/checks/oymak/figures.py) into DIR, all or nothing.
 * ``mutants [--subset fast|all] [--seed N] [--json FILE]``: apply seeded mutants to the
@@ -435,7 +435,7 @@ def cmd_audit_records(args: argparse.Namespace, console: Console) -> int:
     """Choose the runs (bad input exits 2 before any training), retrain and compare each, table."""
     from rich.table import Table
 
-    from verify.audit import AuditInputError, all_reproduce, audit, choose_runs, recorded_runs
+    from verify.experiments.audit import AuditInputError, all_reproduce, audit, choose_runs, recorded_runs
     from verify.experiments import records
     from verify.report import write_json_atomically
 
