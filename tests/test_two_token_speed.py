@@ -166,19 +166,27 @@ def certificate_fields(result):
     return repr(fields)
 
 
-def test_a_readout_change_reuses_the_forms_and_gives_the_fresh_certificate(monkeypatch):
-    construction = TwoToken(Vocabulary.letters(10))
-    monkeypatch.setattr(two_token, "_PREFIXES", two_token.OrderedDict())
+def test_a_readout_change_reuses_the_forms_and_gives_the_fresh_certificate():
+    construction, cache = TwoToken(Vocabulary.letters(10)), two_token._cached_before_readout
     for amount in (0.3, 50.0):  # harmless, and breaking (the readout-bias control's two outcomes)
         perturbed = perturbed_readout(construction.spec, 1, amount)
-        two_token._PREFIXES.clear()
+        cache.cache_clear()
         fresh = certificate_fields(two_token.certify_two_token(construction, perturbed))
-        two_token._PREFIXES.clear()
+        cache.cache_clear()
         base = two_token.certify_two_token(construction)
         reused = certificate_fields(two_token.certify_two_token(construction, perturbed))
-        assert len(two_token._PREFIXES) == 1 and reused == fresh
+        assert cache.cache_info().hits == 1 and reused == fresh
         assert base.holds and ("'holds': True" in fresh) == (amount < base.worst_margin)
     other = edited(construction.spec, 3, edits(construction)["one weight"])
     two_token.certify_two_token(construction, other)  # other weights: another entry
     two_token.certify_two_token(construction, arithmetic="real")  # other arithmetic: another entry
-    assert len(two_token._PREFIXES) == 3
+    assert cache.cache_info().currsize == 3 and cache.cache_info().hits == 1
+
+
+def test_the_mutation_runs_clear_the_cache_of_forms():
+    from verify.mutants.core import clear_caches
+
+    two_token.certify_two_token(TwoToken(Vocabulary.letters(3)))
+    assert two_token._cached_before_readout.cache_info().currsize >= 1
+    clear_caches()
+    assert two_token._cached_before_readout.cache_info().currsize == 0

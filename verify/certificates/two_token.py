@@ -19,10 +19,10 @@ With edited weights the same steps stay sound (a mixed ReLU is relaxed; a failur
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pickle
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -632,16 +632,10 @@ def certify_two_token(construction: TwoToken, spec: TransformerSpec | None = Non
         result.reason = problem
         result.first_failure = problem
         return result
-    key = None if trace is not None else _prefix_key(construction, spec, arithmetic)
-    prefix = _PREFIXES.get(key) if key is not None else None
-    if prefix is None:
-        prefix = _before_readout(construction, spec, arithmetic, trace)
-        if key is not None:
-            _PREFIXES[key] = prefix
-            while len(_PREFIXES) > PREFIX_CACHE_SIZE:
-                _PREFIXES.popitem(last=False)
+    if trace is None:
+        prefix = _cached_before_readout(_Weights(construction, spec, arithmetic))
     else:
-        _PREFIXES.move_to_end(key)
+        prefix = _before_readout(construction, spec, arithmetic, trace)
     final, ops = prefix.final, AffineOps(float_model=arithmetic == "float64")
     result.cases = prefix.cases
     result.front_error = prefix.front_error
@@ -692,18 +686,34 @@ class _Prefix:
     smallest_slack: float
 
 
-# The forms before the unembedding for the last few (construction, weights, arithmetic): a spec
-# that differs only in W_U or b_U (the readout-bias control's) reuses them. Keyed by the pickled
-# content of everything the forms depend on (the spec without W_U and b_U), so an edited weight,
-# even edited in place, is a different key: the result is the one a fresh pass computes.
-PREFIX_CACHE_SIZE = 4
-_PREFIXES: OrderedDict[bytes, _Prefix] = OrderedDict()
+class _Weights:
+    """What the forms before the unembedding depend on: the construction's kind and layout, the
+    spec without W_U and b_U, the arithmetic. Equal (and hashed) by the pickled content, so a
+    spec that differs only in the readout (the readout-bias control's) is the same key, and any
+    other edit is another key."""
+
+    def __init__(self, construction: TwoToken, spec: TransformerSpec, arithmetic: str) -> None:
+        self.construction, self.spec, self.arithmetic = construction, spec, arithmetic
+        stripped = dataclasses.replace(spec, W_U=np.zeros(0), b_U=np.zeros(0))
+        self.key = pickle.dumps((type(construction).__module__, type(construction).__qualname__,
+                                 construction.vocab.size, dict(construction.layout.ranges), arithmetic, stripped),
+                                protocol=pickle.HIGHEST_PROTOCOL)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Weights) and self.key == other.key
 
 
-def _prefix_key(construction: TwoToken, spec: TransformerSpec, arithmetic: str) -> bytes:
-    stripped = dataclasses.replace(spec, W_U=np.zeros(0), b_U=np.zeros(0))
-    return pickle.dumps((type(construction).__module__, type(construction).__qualname__, construction.vocab.size,
-                         dict(construction.layout.ranges), arithmetic, stripped), protocol=pickle.HIGHEST_PROTOCOL)
+PREFIX_CACHE_SIZE = 4  # the claim certifies 4 weight sets (V = 13; V = 10 at T, T* + delta, T* - delta)
+
+
+@functools.lru_cache(maxsize=PREFIX_CACHE_SIZE)
+def _cached_before_readout(weights: _Weights) -> _Prefix:
+    """``_before_readout`` for the last few weight sets (a functools cache: the mutation runs
+    clear it, verify.mutants.core.clear_caches)."""
+    return _before_readout(weights.construction, weights.spec, weights.arithmetic, None)
 
 
 def _before_readout(construction: TwoToken, spec: TransformerSpec, arithmetic: str, trace: Any) -> _Prefix:
