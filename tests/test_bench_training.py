@@ -6,7 +6,7 @@ import pytest
 from cli_helpers import assert_usage_error, cli
 from rich.console import Console
 
-from verify import bench_training
+from verify.bench import training as bench_training
 from verify.experiments.scales import config_for
 
 

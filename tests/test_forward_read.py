@@ -171,7 +171,7 @@ def test_the_verification_chunk_changes_no_prediction():
 
 
 def test_bench_counts_the_products_the_verification_runs():
-    from verify.bench import verification_products
+    from verify.bench.constructions import verification_products
 
     construction = Unconditional(Vocabulary.printable_ascii())
     targets = construction.random_tasks(np.random.default_rng(0), 300)

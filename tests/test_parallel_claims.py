@@ -2,7 +2,7 @@
 
 import verify.checks  # noqa: F401
 from theorems.claims import CLAIMS
-from verify.bench_compare import compare_reports
+from verify.bench.compare import compare_reports
 from verify.registry import Context, claim_groups, run_claim, run_claims_parallel
 from verify.report import report_json
 

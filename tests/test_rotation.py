@@ -34,7 +34,7 @@ from verify.certificates.rotation import (
     segment_distance,
     worst_relaxed_error,
 )
-from verify.prefix_search import (
+from verify.search.prefix import (
     LayerSpec,
     SearchConfig,
     circle_inputs,

@@ -8,9 +8,9 @@ import sympy as sp
 import torch
 
 import theorems.rotation as theorem
-import verify.prefix_search as prefix_search
+import verify.search.prefix as prefix_search
 from verify.certificates.rotation import _length, cone_distance, ray_distance, segment_distance
-from verify.prefix_search import LayerSpec, SearchConfig, circle_inputs, plane_rotation, search
+from verify.search.prefix import LayerSpec, SearchConfig, circle_inputs, plane_rotation, search
 
 
 def same_bits(a, b):

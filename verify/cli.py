@@ -395,11 +395,11 @@ def cmd_figures(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     if args.suite == "training":
-        from verify.bench_training import bench_training
+        from verify.bench.training import bench_training
 
         bench_training(console, args.steps, args.jobs)
         return EXIT_OK
-    from verify.bench import bench_constructions
+    from verify.bench.constructions import bench_constructions
 
     bench_constructions(console, args.targets)
     return EXIT_OK

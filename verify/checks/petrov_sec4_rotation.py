@@ -16,7 +16,7 @@ What the check establishes (``holds`` needs all of it):
   3. numerical optimum (Nelder-Mead over b, 360 points) and the convex solvers: the closed-form
      least-squares bias equals cvxpy's (<= CVXPY_TOLERANCE); at the optimal alphas the SOCP's best
      worst-case bias is b = 0 with value m(theta); alternating minimisation ends >= the bound.
-  4. search (verify.prefix_search, torch.nn.MultiheadAttention): actual prefixes on an actual
+  4. search (verify.search.prefix, torch.nn.MultiheadAttention): actual prefixes on an actual
      layer; for one prefix position the best worst-case error found is >= the certified bound for
      every (d, angle, setting) (else the certificate would be refuted); the gap is reported.
   5. longer prefixes, measured (not pass/fail): error vs n_S, tied vs untied, a fitted log-log
@@ -77,7 +77,7 @@ from verify.certificates.rotation import (
     minimax_bias_search,
     null_query_bound,
 )
-from verify.prefix_search import (
+from verify.search.prefix import (
     DTYPE,
     LayerSpec,
     SearchConfig,
@@ -93,7 +93,7 @@ CLAIM = "petrov.sec4.rotation-not-a-bias"
 ANGLES_DEG = (5.0, 10.0, 45.0, 90.0, 180.0)
 DIMENSIONS = (2, 3, 8)
 TABLE_POINTS = 360  # the reviews' illustration: 360 equally spaced inputs in 2-D
-GAIN = 4.0  # self-score of the pretrained heads (prefix_search.LayerSpec)
+GAIN = 4.0  # self-score of the pretrained heads (verify.search.prefix.LayerSpec)
 UNTIED_D, UNTIED_HEADS = 8, 4  # d_head = 2: the query map is injective on the input plane
 NULL_D, NULL_HEADS = 2, 2  # d_head = 1: each head's query vanishes on a line of the input plane
 

@@ -1,6 +1,6 @@
 """Compare two ``verify all --json`` reports apart from their timing fields.
 
-``python -m verify.bench_compare BEFORE.json AFTER.json [--subset]`` prints every difference (a JSON
+``python -m verify.bench.compare BEFORE.json AFTER.json [--subset]`` prints every difference (a JSON
 path and both values) and exits 0 iff the reports are identical once the fields that measure the machine
 rather than the claims are removed: any key named ``seconds`` or starting with ``seconds_`` (the
 claim's wall time, the real-model suite's load/train/measure times). Everything else, every
@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     subset = "--subset" in args
     args = [a for a in args if a != "--subset"]
     if len(args) != 2:
-        print("usage: python -m verify.bench_compare BEFORE.json AFTER.json [--subset]", file=sys.stderr)
+        print("usage: python -m verify.bench.compare BEFORE.json AFTER.json [--subset]", file=sys.stderr)
         return 2
     try:
         before, after = (json.loads(Path(p).read_text()) for p in args)
     except (OSError, ValueError) as exc:
-        print(f"bench_compare: error: {exc}", file=sys.stderr)
+        print(f"verify.bench.compare: error: {exc}", file=sys.stderr)
         return 2
     found = compare_reports(before, after, subset)
     t_a, t_b = timings(before), timings(after)
