@@ -1,7 +1,6 @@
 """Figures of the Oymak claims (notes/figures/oymak_*.png), drawn from a ``verify --json`` report:
 
-    python -c "import json; from verify.checks.oymak.figures import plot_figures; \
-               plot_figures(json.load(open('report.json')))"
+    python -m verify all --json report.json && python -m verify figures report.json [--out DIR]
 """
 
 from __future__ import annotations
