@@ -241,7 +241,6 @@ def run_claims_parallel(claims: list[Claim], context: Context, processes: int,
             failed.append(r)
         return failed
 
-    by_id = {c.id: c for c in claims}
     workers = max(1, processes - 1)
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         in_flight: dict = {}
@@ -268,7 +267,7 @@ def run_claims_parallel(claims: list[Claim], context: Context, processes: int,
             if pending:  # this process takes the next group itself, the workers the ones after it
                 group = pending.popleft()
                 feed()
-                finish(group, [run_claim(by_id[claims[i].id], context) for i in group])
+                finish(group, [run_claim(claims[i], context) for i in group])
                 collect(block=False)
             else:
                 collect(block=True)
