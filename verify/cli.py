@@ -1,5 +1,10 @@
-"""``python -m verify``: list | all | run | real-model | export | check-export | figures | bench | experiments
-| audit-records | mutants.
+"""``python -m verify``: list | all | run | real-model | export | export-trained | check-export | figures | bench
+| experiments | audit-records | mutants.
+
+* ``export-trained EXPERIMENT STAGE [--seed K] [--scale cpu] --out DIR [--format spec|lens] [--train]``:
+  a model a training run trained (its stage checkpoint, tagged with the current run key), exported
+  as the one transformer spec or to TransformerLens after a float64 parity check
+  (verify/experiments/trained_export.py).
 
 * ``audit-records [--seeds K] [--seed N] [--experiment NAME] [--scale cpu] [--json FILE]``: retrain
   K recorded runs chosen by default_rng(N) into a temporary directory and report whether each
@@ -108,6 +113,22 @@ def build_parser() -> Parser:
                           help="safetensors (default): model.safetensors + config.json, re-checked by check-export | "
                                "lens: a TransformerLens model (tl_config.json, tl_model.safetensors, load_lens.py; "
                                "needs the 'lens' extra)")
+
+    p_trained = sub.add_parser("export-trained", help="write a model the training experiments trained (a stage "
+                                                      "checkpoint of the current code) as the spec or to TransformerLens")
+    p_trained.add_argument("experiment", metavar="EXPERIMENT", help="descending | elicit | skills | translation")
+    p_trained.add_argument("stage", metavar="STAGE", help="a stage of its configuration, e.g. prefix_double_hist")
+    p_trained.add_argument("--seed", type=_seed, default=0)
+    p_trained.add_argument("--scale", default="cpu", help="ci | cpu (default) | paper")
+    p_trained.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p_trained.add_argument("--format", choices=("spec", "lens"), default="spec",
+                           help="spec (default): model.safetensors + config.json (+ adapters.safetensors), "
+                                "reloaded by verify.experiments.spec_export.load_gpt | lens: TransformerLens "
+                                "(no prefix; needs the 'lens' extra)")
+    p_trained.add_argument("--train", action="store_true",
+                           help="train the run first when its checkpoint is missing or stale (checkpoints only, "
+                                "no record is written)")
+    p_trained.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
     p_check = sub.add_parser("check-export", help="reload exported weights and re-run the construction's checks")
     p_check.add_argument("directory", type=Path)
@@ -339,6 +360,17 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def cmd_export_trained(args: argparse.Namespace, console: Console) -> int:
+    from verify.experiments.trained_export import export_trained
+
+    log = lambda line: console.print(line, highlight=False)  # noqa: E731
+    exported = export_trained(args.experiment, args.stage, args.out, args.seed, args.scale, args.format,
+                              args.train, args.device, log=log)
+    for path in exported.paths:
+        console.print(f"wrote {path}", highlight=False)
+    return EXIT_OK
+
+
 def cmd_check_export(args: argparse.Namespace, console: Console) -> int:
     from verify.exports import check_export
     from verify.report import write_json_atomically
@@ -509,6 +541,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_real_model(args, console)
         if args.command == "export":
             return cmd_export(args, console)
+        if args.command == "export-trained":
+            return cmd_export_trained(args, console)
         if args.command == "check-export":
             return cmd_check_export(args, console)
         if args.command == "figures":

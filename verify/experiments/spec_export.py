@@ -274,15 +274,16 @@ def _source(model: GPT, exported: ExportedGPT) -> dict[str, Any]:
             "lora_merged": lora}
 
 
-def save_gpt(model: GPT, out: Path) -> list[Path]:
-    """Write ``model`` as a spec export (:func:`constructions.io.export_spec`), all or nothing."""
+def save_gpt(model: GPT, out: Path, provenance: dict[str, Any] | None = None) -> list[Path]:
+    """Write ``model`` as a spec export (:func:`constructions.io.export_spec`), all or nothing;
+    ``provenance`` (e.g. the training run a trained model comes from) goes into config.json's source."""
     exported = export_gpt(model)
     tensors = {}
     if exported.prefix is not None:
         tensors[ADAPTERS_FILE] = {"prefix": exported.prefix}
     elif exported.soft_prompt is not None:
         tensors[ADAPTERS_FILE] = {"soft_prompt": exported.soft_prompt}
-    return export_spec(exported.spec, out, EXPORT_NAME, _source(model, exported), tensors)
+    return export_spec(exported.spec, out, EXPORT_NAME, {**_source(model, exported), **(provenance or {})}, tensors)
 
 
 def load_gpt(directory: Path) -> ExportedGPT:
@@ -293,7 +294,8 @@ def load_gpt(directory: Path) -> ExportedGPT:
     return ExportedGPT(spec, mode, adapters.get("prefix"), adapters.get("soft_prompt"))
 
 
-def save_gpt_lens(model: GPT, out: Path, tokens: np.ndarray) -> tuple[list[Path], float]:
+def save_gpt_lens(model: GPT, out: Path, tokens: np.ndarray,
+                  provenance: dict[str, Any] | None = None) -> tuple[list[Path], float]:
     """Write ``model`` as a TransformerLens export (:func:`constructions.lens.save_spec_lens`),
     after checking TL's logits against the spec's on ``tokens`` (B, T) to 1e-10. A "replace" soft
     prompt goes in as virtual tokens (hook_embed); a prefix (per-layer keys and values) and a
@@ -311,4 +313,5 @@ def save_gpt_lens(model: GPT, out: Path, tokens: np.ndarray) -> tuple[list[Path]
             raise LensExportError("a 'prepend' soft prompt runs content at positions other than its sequence "
                                   "positions, which TransformerLens's forward cannot express")
         virtual, positions = exported.virtual_tokens()
-    return save_spec_lens(exported.spec, out, tokens, EXPORT_NAME, _source(model, exported), virtual, positions)
+    return save_spec_lens(exported.spec, out, tokens, EXPORT_NAME, {**_source(model, exported), **(provenance or {})},
+                          virtual, positions)

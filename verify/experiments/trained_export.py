@@ -1,0 +1,219 @@
+"""``python -m verify export-trained EXPERIMENT STAGE``: a model the training experiments trained, exported.
+
+The run records (notes/results) keep measurements, not weights. The weights are in the stage
+checkpoints every run writes, ``out/experiments/<experiment>/<scale>/seed<k>/<stage>.pt``, each tagged
+``"<run key>:<stage>"`` where the run key is ``records.run_key(experiment, scale, seed, config, code)``:
+the key the record of that run carries. A checkpoint is exported only when its tag is the one
+today's code and configuration give (a stale checkpoint is not the model today's record measures,
+and is refused), and the export says whether the committed record has the same key.
+
+Rebuilding the trained model from the checkpoint's state dict (a stage trains one of these):
+    "prefix" (L, n_S, d)          -> GPT.prefix        (prefix-tuning, gpt.add_prefix's shape)
+    "soft_prompt" (n_S, d)        -> GPT.soft_prompt
+    "<name>.lora_A" (r, in)       -> Linear <name> wrapped in LoRALinear(rank r, alpha = the
+                                     config's lora alpha, default 1 as gpt.add_lora's)
+    none of these                 -> the plain GPT (pretraining, full fine-tuning)
+then ``load_state_dict(strict=True)``: every tensor must fit and none may be left over.
+
+``train=True`` (``--train``): when the checkpoint is missing or stale, the experiment is run for that
+seed first (the function and key ``verify experiments`` uses, resuming from checkpoints of the
+current key), writing checkpoints and NO record: committed records are never touched. Runs are
+deterministic, so the model exported is the one whose measurements the record holds.
+
+Before anything is written the export is compared with the GPT in float64 on seeded token
+sequences: max |logits_export - logits_gpt| <= PARITY (1e-10), else nothing is written. The
+TransformerLens format (``lens``) takes a model without a prefix (spec_export.save_gpt_lens says why)
+and checks TransformerLens's own logits to the same bound.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from constructions.errors import PromptproofError
+from constructions.torch_threads import torch_threads
+from verify.experiments import records
+from verify.experiments.experiments import EXPERIMENT_FUNCTIONS
+from verify.experiments.gpt import GPT, GPTConfig, LoRALinear, freeze
+from verify.experiments.scales import EXPERIMENTS, SCALES, config_for
+from verify.experiments.spec_export import export_gpt, gpt_logits, save_gpt, save_gpt_lens
+
+PARITY = 1e-10
+FORMATS = ("spec", "lens")
+PARITY_SEQUENCES = 4
+
+
+class TrainedExportError(PromptproofError):
+    """A trained model that cannot be exported: its message is one line naming what to do."""
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """Where one stage of one training run keeps its weights, and the key they must carry."""
+
+    experiment: str
+    scale: str
+    seed: int
+    stage: str
+    key: str  # the run key (records.run_key); the checkpoint's tag is f"{key}:{stage}"
+    directory: Path  # the run's checkpoint directory
+    config: dict
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.directory / f"{self.stage}.pt"
+
+    def describe(self) -> str:
+        return f"{self.experiment} {self.scale} seed {self.seed} stage {self.stage}"
+
+
+def locate(experiment: str, stage: str, seed: int = 0, scale: str = "cpu",
+           checkpoint_dir: Path | None = None) -> TrainedRun:
+    """The run and stage named, validated: TrainedExportError for an unknown experiment, scale or
+    stage. Checkpoints under ``checkpoint_dir`` (default records.CHECKPOINT_DIR, read at call time)."""
+    checkpoint_dir = records.CHECKPOINT_DIR if checkpoint_dir is None else checkpoint_dir
+    if experiment not in EXPERIMENTS:
+        raise TrainedExportError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    if scale not in SCALES:
+        raise TrainedExportError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
+    if seed < 0:
+        raise TrainedExportError(f"seed must be >= 0, got {seed}")
+    config = config_for(experiment, scale)
+    if stage not in config["stages"]:
+        raise TrainedExportError(f"{experiment} has no stage {stage!r}; its stages: {', '.join(config['stages'])}")
+    key = records.run_key(experiment, scale, seed, config, records.code_hash())
+    return TrainedRun(experiment, scale, seed, stage, key, checkpoint_dir / experiment / scale / f"seed{seed}", config)
+
+
+def _saved_state(run: TrainedRun) -> dict | None:
+    """The checkpoint's model state if the checkpoint exists and carries the current tag."""
+    if not run.checkpoint.exists():
+        return None
+    try:
+        saved = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
+    except Exception as exc:  # a truncated or foreign file: say so, do not guess
+        raise TrainedExportError(f"{records.relative(run.checkpoint)} is not a readable checkpoint ({exc})") from None
+    if not isinstance(saved, dict) or saved.get("key") != f"{run.key}:{run.stage}":
+        return None
+    return saved["model"]
+
+
+def rebuild(state: dict[str, torch.Tensor], config: dict) -> GPT:
+    """The trained model from its state dict (module docstring), loaded strictly, in eval() mode."""
+    model = GPT(GPTConfig(**config["model"]))
+    freeze(model)
+    L, d = model.config.n_layer, model.config.n_embd
+    for name, leading in (("prefix", (L,)), ("soft_prompt", ())):
+        if name not in state:
+            continue
+        shape = tuple(state[name].shape)
+        if len(shape) != len(leading) + 2 or shape[:len(leading)] != leading or shape[-1] != d:
+            expected = "(n_layer, n_S, n_embd)" if leading else "(n_S, n_embd)"
+            raise TrainedExportError(f"the checkpoint does not fit the configured model: {name} has shape {shape}, "
+                                     f"expected {expected} with n_layer {L}, n_embd {d}")
+        setattr(model, name, torch.nn.Parameter(torch.empty(shape), requires_grad=False))
+    alpha = float(config.get("lora", {}).get("alpha", 1.0))
+    for name in sorted(k[: -len(".lora_A")] for k in state if k.endswith(".lora_A")):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        rank = state[f"{name}.lora_A"].shape[0]
+        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise TrainedExportError(f"the checkpoint does not fit the configured model: {' '.join(first[:2])}") from None
+    return model.eval()
+
+
+def train_run(run: TrainedRun, device: str = "cpu", quiet: bool = False) -> None:
+    """Run the experiment for ``run.seed`` into its checkpoint directory (resuming), writing no record."""
+    with torch_threads(1):
+        EXPERIMENT_FUNCTIONS[run.experiment](run.config, run.seed, device, run.directory, run.key, quiet)
+
+
+def load_trained(run: TrainedRun, train: bool = False, device: str = "cpu", quiet: bool = False) -> GPT:
+    """The stage's trained model; trains the run first when ``train`` and its checkpoint is missing
+    or stale, else TrainedExportError with the command that makes it."""
+    state = _saved_state(run)
+    if state is None and train:
+        train_run(run, device, quiet)
+        state = _saved_state(run)
+    if state is None:
+        where = records.relative(run.checkpoint)
+        why = "is stale (another code or configuration)" if run.checkpoint.exists() else "does not exist"
+        raise TrainedExportError(f"the checkpoint of {run.describe()} ({where}) {why}; add --train to train "
+                                 f"that run (checkpoints only, no record is written)")
+    return rebuild(state, run.config)
+
+
+def parity_tokens(model: GPT, seed: int) -> np.ndarray:
+    """(PARITY_SEQUENCES, T) seeded token ids, T the longest content an adapted model takes: the
+    block size, less the rows a prepended prefix or soft prompt puts in front."""
+    c = model.config
+    adapter = model.prefix if model.prefix is not None else model.soft_prompt
+    rows = adapter.shape[-2] if adapter is not None and c.prefix_mode == "prepend" else 0
+    return np.random.default_rng(seed).integers(0, c.vocab_size, size=(PARITY_SEQUENCES, c.block_size - rows))
+
+
+def spec_parity(model: GPT, tokens: np.ndarray) -> float:
+    """max |logits of the spec export - logits of the GPT| over the rows the export represents, both float64."""
+    exported = export_gpt(model)
+    reference = gpt_logits(copy.deepcopy(model).double(), tokens)  # (B, T, V)
+    return float(np.abs(exported.logits(tokens) - reference[:, exported.represented_rows(tokens.shape[1])]).max())
+
+
+@dataclass(frozen=True)
+class TrainedExport:
+    run: TrainedRun
+    paths: list[Path]
+    parity: float  # max |logits difference| measured before writing (spec: against the GPT; lens: TL's)
+    record: str  # what the committed record says about this run: "same key" / "other key" / "none" / "refused"
+
+
+def record_status(run: TrainedRun, results_dir: Path | None = None) -> str:
+    """"same key" when the committed record of the run is current (the checkpoint's code and
+    config are the record's), "other key" when a record exists but is stale, "none", "refused"."""
+    results_dir = records.RESULTS_DIR if results_dir is None else results_dir
+    try:
+        record = records.load_current(run.experiment, run.scale, run.seed, run.config, records.code_hash(),
+                                      results_dir)
+    except records.RecordRefused:
+        return "refused"
+    if record is not None:
+        return "same key"
+    return "other key" if records.record_path(run.experiment, run.scale, run.seed, results_dir).exists() else "none"
+
+
+def export_trained(experiment: str, stage: str, out: Path, seed: int = 0, scale: str = "cpu", fmt: str = "spec",
+                   train: bool = False, device: str = "cpu", checkpoint_dir: Path | None = None,
+                   results_dir: Path | None = None, quiet: bool = False,
+                   log: Callable[[str], None] | None = None) -> TrainedExport:
+    """Export one trained stage (module docstring); nothing is written unless the parity holds."""
+    if fmt not in FORMATS:
+        raise TrainedExportError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise TrainedExportError(f"cannot export into {out}: it is not a directory")
+    run = locate(experiment, stage, seed, scale, checkpoint_dir)
+    model = load_trained(run, train, device, quiet)
+    provenance = {"trained_run": {"experiment": experiment, "scale": scale, "seed": seed, "stage": stage,
+                                  "run_key": run.key, "checkpoint": records.relative(run.checkpoint)}}
+    tokens = parity_tokens(model, seed)
+    if fmt == "lens":
+        paths, parity = save_gpt_lens(model, Path(out), tokens, provenance)
+    else:
+        parity = spec_parity(model, tokens)
+        if not parity <= PARITY:
+            raise TrainedExportError(f"the export's logits differ from the GPT's by {parity:.3g} > {PARITY:g}; "
+                                     "nothing written")
+        paths = save_gpt(model, Path(out), provenance)
+    status = record_status(run, results_dir)
+    if log is not None:
+        log(f"{run.describe()}: parity {parity:.2e} (bound {PARITY:g}); record of this run: {status}")
+    return TrainedExport(run, paths, parity, status)
