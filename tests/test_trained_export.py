@@ -14,7 +14,7 @@ from cli_helpers import assert_usage_error, cli
 from verify.experiments import records
 from verify.experiments.experiments import run_experiment
 from verify.experiments.gpt import LoRALinear
-from verify.experiments.spec_export import load_gpt
+from verify.experiments.spec_export import export_gpt, load_gpt
 from verify.experiments.tasks import greedy_scores
 from verify.experiments.trained_export import (PARITY, TrainedExportError, export_trained, load_trained, locate,
                                                parity_tokens)
@@ -149,3 +149,26 @@ def test_lens_takes_a_plain_or_lora_model_and_refuses_a_prefix_with_one_line(ski
                        "--out", tmp_path / "refused")
     assert_usage_error(code, err)
     assert "prefix" in err and not (tmp_path / "refused").exists()
+
+
+def _head_averaged_spec_patterns(model, seq: np.ndarray) -> np.ndarray:
+    """(L, T, C): the one forward's attention of the exported model, averaged over heads."""
+    return np.stack([p[0].mean(axis=0) for p in export_gpt(model).attention_patterns(seq)])
+
+
+def test_the_recorded_attention_maps_are_the_one_forwards_on_the_exported_models(skills_ci):
+    """The sec5 skills attention figure is drawn from the record's maps (3 decimals); they are the
+    spec forward's patterns of the exported trained models (pretrained, double_hist prefix, LoRA)."""
+    checkpoints, _, record = skills_ci
+    stored = record["metrics"]["attention_maps"]
+    seq = np.asarray([stored["tokens"]])
+    for name in ("pretrained", "prefix_double_hist", "lora_double_hist"):
+        stage = "pretrain" if name == "pretrained" else name
+        model = load_trained(locate("skills", stage, 0, "ci", checkpoints)).double()
+        spec = _head_averaged_spec_patterns(model, seq)  # (L, T, C)
+        recorded = np.asarray(stored["maps"][name])
+        assert recorded.shape == spec.shape
+        assert np.abs(recorded - spec).max() <= 5e-4 + 1e-9  # rounding to 3 decimals, nothing else
+    # the control: another model's patterns are not within rounding of these
+    other = _head_averaged_spec_patterns(load_trained(locate("skills", "pretrain", 0, "ci", checkpoints)).double(), seq)
+    assert np.abs(np.asarray(stored["maps"]["prefix_double_hist"])[:, :, 12:] - other).max() > 1e-2
