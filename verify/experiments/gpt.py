@@ -103,6 +103,10 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         mask = torch.tril(torch.ones(config.block_size, config.block_size, dtype=torch.bool))
         self.register_buffer("mask", mask, persistent=False)
+        # 0 where a query may see a key, -inf elsewhere: adding it is exactly masked_fill(-inf)
+        self.register_buffer("additive_mask", torch.zeros(mask.shape).masked_fill(~mask, float("-inf")),
+                             persistent=False)
+        self.scale_first, self.divisor = _score_scaling(config.n_embd // config.n_head)
         self.keep_pattern = False
         self.pattern: torch.Tensor | None = None
 
@@ -118,16 +122,33 @@ class CausalSelfAttention(nn.Module):
             _, k_mem, v_mem = self.c_attn(memory).split(d, dim=1)  # each (M, d)
             k = torch.cat([k_mem.unsqueeze(0).expand(B, -1, -1), k], dim=1)  # (B, M + T, d)
             v = torch.cat([v_mem.unsqueeze(0).expand(B, -1, -1), v], dim=1)  # (B, M + T, d)
-        q, k, v = (z.view(B, z.shape[1], self.n_head, d // self.n_head).transpose(1, 2)
-                   for z in (q, k, v))  # (B, H, T, dh), (B, H, M + T, dh), (B, H, M + T, dh)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, H, T, M + T)
-        scores = scores.masked_fill(~self.mask[M:M + T, :M + T], float("-inf"))
-        att = F.softmax(scores, dim=-1)  # (B, H, T, M + T)
+        H, dh = self.n_head, d // self.n_head
+        q, k, v = (z.view(B, z.shape[1], H, dh).transpose(1, 2).reshape(B * H, z.shape[1], dh)
+                   for z in (q, k, v))  # (B H, T, dh), (B H, M + T, dh), (B H, M + T, dh)
+        # one kernel: mask + scale_first * q k^T, then / divisor (module docstring of _score_scaling)
+        scores = torch.baddbmm(self.additive_mask[M:M + T, :M + T], q, k.transpose(1, 2),
+                               alpha=self.scale_first)  # (B H, T, M + T)
+        if self.divisor != 1.0:
+            scores = scores / self.divisor
+        att = F.softmax(scores, dim=-1)  # (B H, T, M + T)
         if self.keep_pattern:
-            self.pattern = att.detach()
-        y = self.attn_dropout(att) @ v  # (B, H, T, dh)
-        y = y.transpose(1, 2).contiguous().view(B, T, d)  # heads side by side
+            self.pattern = att.detach().view(B, H, T, M + T)
+        y = torch.bmm(self.attn_dropout(att), v)  # (B H, T, dh)
+        y = y.view(B, H, T, dh).transpose(1, 2).contiguous().view(B, T, d)  # heads side by side
         return self.resid_dropout(self.c_proj(y))
+
+
+def _score_scaling(d_head: int) -> tuple[float, float]:
+    """How the scores q k^T / sqrt(d_head) are formed, bit for bit the same either way:
+    (alpha, divisor) with scores = (mask + alpha q k^T) / divisor. When sqrt(d_head) is a power of
+    two, multiplying by alpha = 1 / sqrt(d_head) inside the product is exact (only the exponent
+    changes), so the division is folded into the matmul kernel (alpha, 1); otherwise the rounded
+    reciprocal would not be, and the division stays a division: (1, sqrt(d_head)). Adding the
+    additive mask (0 or -inf) before the division is exact too: x + 0 = x and -inf / c = -inf."""
+    root = math.sqrt(d_head)
+    if root == 2.0 ** round(math.log2(root)):
+        return 1.0 / root, 1.0
+    return 1.0, root
 
 
 class MLP(nn.Module):
