@@ -88,6 +88,41 @@ def test_a_change_in_training_does_not_reproduce(results, tmp_path, capsys, monk
     assert report["runs"][0]["status"] == "differs"
 
 
+def test_a_record_says_where_it_was_trained_and_the_digest_covers_it(results):
+    path = records.record_path("descending", "ci", 3, results)
+    record = json.loads(path.read_text())
+    assert record["environment"] == records.environment()
+    assert set(record["environment"]) >= {"torch", "cpu_capability", "machine", "cpu"}
+    record["environment"]["cpu_capability"] = "NO AVX"
+    path.write_text(json.dumps(record))
+    with pytest.raises(records.RecordRefused, match="digest mismatch"):
+        records.load_current("descending", "ci", 3, experiments_module.config_for("descending", "ci"),
+                             records.code_hash(), results)
+
+
+def test_a_difference_on_another_machine_names_both_environments(results, tmp_path, capsys):
+    path = records.record_path("descending", "ci", 3, results)
+
+    def elsewhere(record: dict) -> None:
+        record["environment"] = {**record["environment"], "cpu_capability": "AVX2", "cpu": "another CPU"}
+        record["metrics"]["accuracy"]["pretrained"]["ascending"] += 1 / 320
+
+    reseal(path, elsewhere)
+    code, _, report = audit_ci(capsys, tmp_path)
+    (row,) = report["runs"]
+    assert code == 1 and row["status"] == "differs"  # still a failure: rounding and forgery look alike
+    assert "recorded on torch" in row["detail"] and "AVX2 / another CPU" in row["detail"]
+    assert records.environment()["cpu_capability"] in row["detail"].split("retrained on", 1)[1]
+
+
+def test_a_difference_on_the_same_machine_names_no_environment(results, tmp_path, capsys):
+    path = records.record_path("descending", "ci", 3, results)
+    reseal(path, lambda r: r["metrics"]["accuracy"]["pretrained"].update(
+        ascending=r["metrics"]["accuracy"]["pretrained"]["ascending"] + 1 / 320))
+    _, _, report = audit_ci(capsys, tmp_path)
+    assert "recorded on" not in report["runs"][0]["detail"]
+
+
 def test_timings_alone_are_not_a_difference(results, tmp_path, capsys):
     path = records.record_path("descending", "ci", 3, results)
 

@@ -15,6 +15,13 @@ The runs audited are ``k`` drawn without replacement by ``numpy.random.default_r
 the recorded runs sorted by (experiment, scale, seed): the same seed audits the same runs. A run
 is only retrained when its record is sealed and current (digest right, key matching today's code
 and config); otherwise its status says why it cannot be reproduced, which also fails the audit.
+
+Bit-identity is a property of one machine's kernels: float32 sums are rounded in the order the
+CPU's vectorised kernels take, which differs between, e.g., AVX2 and AVX-512 builds of the same
+torch. Each record says where it was trained (``environment``: torch version, CPU capability,
+CPU model, GPU); a run that differs on a machine whose environment is not the record's is still
+reported as ``differs`` (the audit cannot tell rounding from forgery), with both environments
+named in its detail.
 """
 
 from __future__ import annotations
@@ -192,9 +199,22 @@ def _compare(row: AuditRow, recorded: dict, run: RunId, retrain: Retrain) -> Non
         first = found[0]
         row.status = DIFFERS
         row.detail = f"{first['path']}: recorded {first['recorded']}, retrained {first['retrained']}"
+        here = fresh.get("environment") or records.environment()
+        if recorded.get("environment") != here:
+            row.detail += (f" (recorded on {describe_environment(recorded.get('environment'))}, retrained on "
+                           f"{describe_environment(here)}: float32 kernels of different machines round "
+                           "differently, so this difference need not mean a forged record)")
     else:
         row.status = REPRODUCES
         row.detail = "metrics bit-identical apart from timings"
+
+
+def describe_environment(env: dict | None) -> str:
+    """One phrase for a record's ``environment`` (records.environment); older records have none."""
+    if not env:
+        return "an unrecorded machine"
+    return f"torch {env.get('torch')} / {env.get('cpu_capability')} / {env.get('cpu')}" + (
+        f" / {env['gpu']}" if env.get("gpu") else "")
 
 
 def audit(runs: Iterable[RunId], results_dir: Path, retrain: Retrain = retrain_from_scratch,

@@ -1,7 +1,7 @@
 """Run records: what a training run measured, keyed by the hash of what produced it.
 
 A record is one JSON file ``notes/results/<experiment>/<scale>-seed<k>.json``:
-    {"experiment", "scale", "seed", "config", "code_hash", "key", "metrics", "created", "digest"}
+    {"experiment", "scale", "seed", "config", "code_hash", "key", "metrics", "environment", "created", "digest"}
 with
     code_hash = sha256 over the bytes of every file in PRODUCING_FILES (in order, name-tagged)
     key       = sha256( code_hash + own + canonical JSON of {experiment, scale, seed, config} )
@@ -119,12 +119,42 @@ def load_current(experiment: str, scale: str, seed: int, config: dict, code: str
     return record if current else None
 
 
+def environment(device: str = "cpu") -> dict[str, str]:
+    """What float32 training results depend on besides the code, config and seed: the torch build
+    and the CPU kernels it dispatches to (torch's CPU capability, e.g. AVX2 or AVX512, and the CPU
+    model), and the GPU on cuda. Two machines that differ here may round differently, so a run
+    that is bit-identical on one machine need not be on another (notes/records.md)."""
+    import platform
+
+    import torch
+
+    out = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "machine": platform.machine(), "cpu": _cpu_model()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
 def write_record(experiment: str, scale: str, seed: int, config: dict, code: str, metrics: dict,
                  results_dir: Path = RESULTS_DIR) -> Path:
-    """Write the record, sealed with its digest, atomically; returns its path."""
+    """Write the record, sealed with its digest, atomically; returns its path. The record says
+    where it was trained (``environment``), which the digest covers like every other field."""
     path = record_path(experiment, scale, seed, results_dir)
     record = {"experiment": experiment, "scale": scale, "seed": seed, "config": config, "code_hash": code,
               "key": run_key(experiment, scale, seed, config, code), "metrics": metrics,
+              "environment": environment(str(metrics.get("device", "cpu"))),
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_text_atomically(path, record_text(seal(record)))
     return path
