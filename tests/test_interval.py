@@ -224,14 +224,18 @@ def test_interval_forward_contains_every_sampled_forward(
 @given(seed=SEEDS, causal=st.booleans(), layers=st.integers(1, 2))
 def test_point_boxes_are_tight(seed, causal, layers):
     """A point input gives boxes a few thousand ulps wide around the forward pass after one
-    layer; a second layer amplifies that through its attention scores (interval dependency)."""
+    layer; a second layer amplifies that through its attention scores (interval dependency).
+    Measured over seeds 0-1499 x causal/not (3,000 instances each): the largest width relative to
+    max(1, max |value|) was 1.13e-12 after one layer (median 2.9e-13) and 1.43e-9 after two
+    (median 6.1e-11); the bounds are about 9x and 7x those maxima. (The one-layer bound was
+    1e-12 until hypothesis drew seed 316: 1.06e-12, in the tail of that distribution.)"""
     rng = np.random.default_rng(seed)
     spec = dense_spec(rng, 8, 2, layers, causal)
     x = rng.normal(size=(2, 5, 8))
     resid = forward(spec, Box.point(x), INTERVAL)
     value = forward(spec, x)
     assert np.all(resid.lo <= value) and np.all(value <= resid.hi)
-    assert np.max(resid.width) <= (1e-12 if layers == 1 else 1e-8) * max(1.0, np.max(np.abs(value)))
+    assert np.max(resid.width) <= (1e-11 if layers == 1 else 1e-8) * max(1.0, np.max(np.abs(value)))
 
 
 # --- single operations ----------------------------------------------------------------------
