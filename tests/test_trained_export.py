@@ -16,8 +16,8 @@ from verify.experiments.experiments import run_experiment
 from verify.experiments.gpt import LoRALinear
 from verify.experiments.spec_export import export_gpt, load_gpt
 from verify.experiments.tasks import greedy_scores
-from verify.experiments.trained_export import (PARITY, TrainedExportError, export_trained, load_trained, locate,
-                                               parity_tokens)
+from verify.experiments.trained_export import (PARITY, TrainedExportError, export_trained, figure_tokens, load_trained,
+                                               locate, one_forward_attention, parity_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,28 @@ def test_the_recorded_attention_maps_are_the_one_forwards_on_the_exported_models
     # the control: another model's patterns are not within rounding of these
     other = _head_averaged_spec_patterns(load_trained(locate("skills", "pretrain", 0, "ci", checkpoints)).double(), seq)
     assert np.abs(np.asarray(stored["maps"]["prefix_double_hist"])[:, :, 12:] - other).max() > 1e-2
+
+
+def test_the_figure_is_drawn_from_the_one_forward_on_the_records_input(skills_ci, tmp_path):
+    checkpoints, results, record = skills_ci
+    figure = tmp_path / "fig" / "attention.png"
+    exported = export_trained("skills", "prefix_double_hist", tmp_path / "out", 0, "ci", checkpoint_dir=checkpoints,
+                              results_dir=results, figure=figure)
+    assert figure in exported.paths and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = locate("skills", "prefix_double_hist", 0, "ci", checkpoints)
+    tokens = figure_tokens(run, results)
+    assert tokens == record["metrics"]["attention_maps"]["tokens"]
+    maps, n = one_forward_attention(load_trained(run).double(), tokens)
+    assert n == record["metrics"]["attention_maps"]["prefix_columns"]["prefix_double_hist"]
+    assert np.abs(maps - np.asarray(record["metrics"]["attention_maps"]["maps"]["prefix_double_hist"])).max() <= 5e-4 + 1e-9
+
+
+def test_a_figure_needs_a_png_path_and_the_runs_current_record(skills_ci, tmp_path):
+    checkpoints, results, _ = skills_ci
+    with pytest.raises(TrainedExportError, match="expected a .png"):
+        export_trained("skills", "pretrain", tmp_path / "a", 0, "ci", checkpoint_dir=checkpoints, results_dir=results,
+                       figure=tmp_path / "attention.pdf")
+    with pytest.raises(TrainedExportError, match="needs the current record"):
+        export_trained("skills", "pretrain", tmp_path / "b", 0, "ci", checkpoint_dir=checkpoints,
+                       results_dir=tmp_path / "no-records", figure=tmp_path / "attention.png")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "attention.png").exists()

@@ -129,6 +129,9 @@ def build_parser() -> Parser:
                            help="train the run first when its checkpoint is missing or stale (checkpoints only, "
                                 "no record is written)")
     p_trained.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p_trained.add_argument("--figure", type=Path, metavar="FILE.png",
+                           help="also draw the exported model's attention on the one forward pass, on the input "
+                                "of the run record's attention figure")
 
     p_check = sub.add_parser("check-export", help="reload exported weights and re-run the construction's checks")
     p_check.add_argument("directory", type=Path)
@@ -365,7 +368,7 @@ def cmd_export_trained(args: argparse.Namespace, console: Console) -> int:
 
     log = lambda line: console.print(line, highlight=False)  # noqa: E731
     exported = export_trained(args.experiment, args.stage, args.out, args.seed, args.scale, args.format,
-                              args.train, args.device, log=log)
+                              args.train, args.device, log=log, figure=args.figure)
     for path in exported.paths:
         console.print(f"wrote {path}", highlight=False)
     return EXIT_OK

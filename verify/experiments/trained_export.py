@@ -24,6 +24,11 @@ Before anything is written the export is compared with the GPT in float64 on see
 sequences: max |logits_export - logits_gpt| <= PARITY (1e-10), else nothing is written. The
 TransformerLens format (``lens``) takes a model without a prefix (spec_export.save_gpt_lens says why)
 and checks TransformerLens's own logits to the same bound.
+
+``figure`` (``--figure FILE.png``): the exported model's head-averaged attention, computed by the
+one forward pass (``ExportedGPT.attention_patterns``), drawn on the input of the run record's own
+attention figure; the sec5 figures under notes/figures are drawn from the records, whose maps
+tests/test_trained_export.py holds equal to these to rounding.
 """
 
 from __future__ import annotations
@@ -169,6 +174,57 @@ def spec_parity(model: GPT, tokens: np.ndarray) -> float:
     return float(np.abs(exported.logits(tokens) - reference[:, exported.represented_rows(tokens.shape[1])]).max())
 
 
+def figure_tokens(run: TrainedRun, results_dir: Path | None = None) -> list[int]:
+    """The token sequence the run record's attention figure is drawn on: skills' ``attention_maps``
+    tokens (a double_hist test input + its answer), or the ``attention`` tokens of the stage's model
+    (descending: the paper's input + that model's greedy answer). Only from a record of the same key."""
+    results_dir = records.RESULTS_DIR if results_dir is None else results_dir
+    if record_status(run, results_dir) != "same key":
+        raise TrainedExportError(f"--figure needs the current record of {run.experiment} {run.scale} seed {run.seed} "
+                                 "(its attention input); there is none")
+    record = records.load_current(run.experiment, run.scale, run.seed, run.config, records.code_hash(), results_dir)
+    metrics = record["metrics"]
+    if "attention_maps" in metrics:
+        return list(metrics["attention_maps"]["tokens"])
+    by_model = metrics.get("attention", {})
+    name = {"pretrain": "pretrained", "finetune": "finetuned"}.get(run.stage, run.stage)
+    if name in by_model:
+        return list(by_model[name]["tokens"])
+    raise TrainedExportError(f"the record of {run.experiment} draws no attention figure of stage {run.stage}")
+
+
+def one_forward_attention(model: GPT, tokens: list[int]) -> tuple[np.ndarray, int]:
+    """Head-averaged attention of the exported model on the one forward pass: (L, rows, C) with
+    rows = the content queries the export represents and C = n_S prefix keys (first) + content keys;
+    and n_S (0 without a prefix)."""
+    exported = export_gpt(model)
+    patterns = exported.attention_patterns(np.asarray([tokens]))  # per layer (1, H, rows, C)
+    n = exported.n_prefix if exported.prefix is not None else 0
+    return np.stack([p[0].mean(axis=0) for p in patterns]), n
+
+
+def draw_attention(model: GPT, tokens: list[int], path: Path, title: str) -> Path:
+    """One panel per layer of :func:`one_forward_attention`, the prefix keys summed into one column
+    (ΣP), as the sec5 figures draw them; written atomically."""
+    from verify.experiments.figures import _save, plt
+    from verify.experiments.skills_figures import content_view
+
+    maps, n = one_forward_attention(model, tokens)  # (L, rows, C)
+    if maps.shape[1] > len(tokens):
+        raise TrainedExportError("--figure: a prepended soft prompt's rows have no tokens to label them")
+    rows = [str(t) for t in tokens[len(tokens) - maps.shape[1]:]]
+    columns = [str(t) for t in tokens[len(tokens) - (maps.shape[2] - n):]]
+    fig, axes = plt.subplots(1, len(maps), figsize=(4.8 * len(maps), 4.6), squeeze=False)
+    for layer, pattern in enumerate(maps):
+        ax = axes[0, layer]
+        ax.imshow(content_view(pattern, n), cmap="viridis", vmin=0, vmax=1)
+        ax.set_xticks(range(len(columns) + 1), ["ΣP", *columns], fontsize=5)
+        ax.set_yticks(range(len(rows)), rows, fontsize=5)
+        ax.set_title(f"layer {layer + 1}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, Path(path))
+
+
 @dataclass(frozen=True)
 class TrainedExport:
     run: TrainedRun
@@ -194,14 +250,19 @@ def record_status(run: TrainedRun, results_dir: Path | None = None) -> str:
 def export_trained(experiment: str, stage: str, out: Path, seed: int = 0, scale: str = "cpu", fmt: str = "spec",
                    train: bool = False, device: str = "cpu", checkpoint_dir: Path | None = None,
                    results_dir: Path | None = None, quiet: bool = False,
-                   log: Callable[[str], None] | None = None) -> TrainedExport:
-    """Export one trained stage (module docstring); nothing is written unless the parity holds."""
+                   log: Callable[[str], None] | None = None, figure: Path | None = None) -> TrainedExport:
+    """Export one trained stage (module docstring); nothing is written unless the parity holds.
+    ``figure``: also draw the exported model's attention on the one forward pass, on the input of
+    the run record's attention figure (:func:`figure_tokens`), into that PNG."""
     if fmt not in FORMATS:
         raise TrainedExportError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     if Path(out).exists() and not Path(out).is_dir():
         raise TrainedExportError(f"cannot export into {out}: it is not a directory")
+    if figure is not None and (Path(figure).suffix != ".png" or Path(figure).is_dir()):
+        raise TrainedExportError(f"--figure {figure}: expected a .png file path")
     run = locate(experiment, stage, seed, scale, checkpoint_dir)
     model = load_trained(run, train, device, quiet)
+    tokens_for_figure = None if figure is None else figure_tokens(run, results_dir)
     provenance = {"trained_run": {"experiment": experiment, "scale": scale, "seed": seed, "stage": stage,
                                   "run_key": run.key, "checkpoint": records.relative(run.checkpoint)}}
     tokens = parity_tokens(model, seed)
@@ -214,6 +275,10 @@ def export_trained(experiment: str, stage: str, out: Path, seed: int = 0, scale:
                                      "nothing written")
         paths = save_gpt(model, Path(out), provenance)
     status = record_status(run, results_dir)
+    if tokens_for_figure is not None:
+        paths.append(draw_attention(model, tokens_for_figure, Path(figure),
+                                    f"{run.describe()}: head-averaged attention on the one forward pass "
+                                    "(exported weights); ΣP = total attention on the prefix keys"))
     if log is not None:
         log(f"{run.describe()}: parity {parity:.2e} (bound {PARITY:g}); record of this run: {status}")
     return TrainedExport(run, paths, parity, status)
