@@ -252,13 +252,23 @@ def test_cli_unsupported_architecture_exits_2(capsys, tmp_path):
     _bad_model_case(capsys, tmp_path, model, "'distilbert' is not supported")
 
 
-def test_cli_config_forcing_sdpa_attention_exits_2(capsys, tmp_path, tiny_gpt2):
-    model = tmp_path / "sdpa"
-    shutil.copytree(tiny_gpt2, model)
-    config = json.loads((model / "config.json").read_text())
-    config["_attn_implementation"] = "sdpa"  # transformers 5 keeps it over attn_implementation="eager"
-    (model / "config.json").write_text(json.dumps(config))
-    _bad_model_case(capsys, tmp_path, model, "not eager")
+def test_cli_model_that_would_not_run_eager_attention_exits_2(capsys, tmp_path, tiny_gpt2, monkeypatch):
+    """Whatever pins another attention implementation (transformers 5.24 kept a config.json
+    "_attn_implementation": "sdpa" over attn_implementation="eager"; 5.25 no longer does), a
+    loaded model that would not run eager attention is refused: the checks need eager attention's
+    per-head weights. The loader is made to return such a model, so the test does not depend on
+    which transformers release honours which setting."""
+    import transformers
+
+    load = transformers.AutoModel.from_pretrained
+
+    def loads_sdpa(*args, **kwargs):
+        model = load(*args, **kwargs)
+        model.config._attn_implementation = "sdpa"
+        return model
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", loads_sdpa)
+    _bad_model_case(capsys, tmp_path, tiny_gpt2, "not eager")
 
 
 def test_cli_model_without_tokenizer_exits_2(capsys, tmp_path, tiny_gpt2):
