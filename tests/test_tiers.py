@@ -26,3 +26,15 @@ def test_ci_runs_the_readme_command_and_the_slow_tier() -> None:
     readme = (REPO / "README.md").read_text()
     assert ". .venv/bin/activate && python -m pytest\n" in readme
     assert "python -m pytest -m slow" in ci and "python -m pytest\n" in ci
+
+
+def test_the_hypothesis_profile_follows_ci():
+    """Under CI every property test draws fixed examples (conftest: profile "ci"); elsewhere new ones."""
+    import os
+
+    from hypothesis import settings
+
+    ci = bool(os.environ.get("CI")) or os.environ.get("HYPOTHESIS_PROFILE") == "ci"
+    assert settings.default.derandomize is ci
+    if ci:
+        assert settings.default.database is None
