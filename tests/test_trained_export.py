@@ -16,8 +16,9 @@ from verify.experiments.experiments import run_experiment
 from verify.experiments.gpt import LoRALinear
 from verify.experiments.spec_export import export_gpt, load_gpt
 from verify.experiments.tasks import greedy_scores
-from verify.experiments.trained_export import (PARITY, TrainedExportError, export_trained, figure_tokens, load_trained,
-                                               locate, one_forward_attention, parity_tokens)
+from verify.experiments.trained_export import (PARITY, TrainedExportError, current_record, export_trained,
+                                               figure_tokens, load_trained, locate, one_forward_attention,
+                                               parity_tokens)
 
 
 @pytest.fixture(scope="module")
@@ -181,9 +182,11 @@ def test_the_figure_is_drawn_from_the_one_forward_on_the_records_input(skills_ci
                               results_dir=results, figure=figure)
     assert figure in exported.paths and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     run = locate("skills", "prefix_double_hist", 0, "ci", checkpoints)
-    tokens = figure_tokens(run, results)
+    status, current = current_record(run, results)
+    assert status == "same key"
+    tokens = figure_tokens(run, current)
     assert tokens == record["metrics"]["attention_maps"]["tokens"]
-    maps, n = one_forward_attention(load_trained(run).double(), tokens)
+    maps, n = one_forward_attention(export_gpt(load_trained(run).double()), tokens)
     assert n == record["metrics"]["attention_maps"]["prefix_columns"]["prefix_double_hist"]
     assert np.abs(maps - np.asarray(record["metrics"]["attention_maps"]["maps"]["prefix_double_hist"])).max() <= 5e-4 + 1e-9
 

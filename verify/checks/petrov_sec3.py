@@ -1117,7 +1117,7 @@ def one_thread() -> Iterator[None]:
     second BLAS thread waits on a busy core: the 10,000 random tasks of ``randomized`` took 2-7 s
     instead of 0.3 s under load. The two-token report is the same, bit for bit, on one thread as
     on two (verify.bench.compare against the reference; tests/test_two_token_speed.py)."""
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"), torch_threads(1):
         yield

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -124,8 +125,6 @@ def environment(device: str = "cpu") -> dict[str, str]:
     and the CPU kernels it dispatches to (torch's CPU capability, e.g. AVX2 or AVX512, and the CPU
     model), and the GPU on cuda. Two machines that differ here may round differently, so a run
     that is bit-identical on one machine need not be on another (notes/records.md)."""
-    import platform
-
     import torch
 
     out = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -142,8 +141,6 @@ def _cpu_model() -> str:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or "unknown"
 
 

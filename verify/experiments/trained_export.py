@@ -10,8 +10,8 @@ and is refused), and the export says whether the committed record has the same k
 Rebuilding the trained model from the checkpoint's state dict (a stage trains one of these):
     "prefix" (L, n_S, d)          -> GPT.prefix        (prefix-tuning, gpt.add_prefix's shape)
     "soft_prompt" (n_S, d)        -> GPT.soft_prompt
-    "<name>.lora_A" (r, in)       -> Linear <name> wrapped in LoRALinear(rank r, alpha = the
-                                     config's lora alpha, default 1 as gpt.add_lora's)
+    "<name>.lora_A" (r, in)       -> those Linears wrapped by gpt.add_lora (one rank r for all,
+                                     alpha = the config's lora alpha, default 1 as add_lora's)
     none of these                 -> the plain GPT (pretraining, full fine-tuning)
 then ``load_state_dict(strict=True)``: every tensor must fit and none may be left over.
 
@@ -45,9 +45,9 @@ from constructions.errors import PromptproofError
 from constructions.torch_threads import torch_threads
 from verify.experiments import records
 from verify.experiments.experiments import EXPERIMENT_FUNCTIONS
-from verify.experiments.gpt import GPT, GPTConfig, LoRALinear, freeze
+from verify.experiments.gpt import GPT, GPTConfig, add_lora, freeze
 from verify.experiments.scales import EXPERIMENTS, SCALES, config_for
-from verify.experiments.spec_export import export_gpt, gpt_logits, save_gpt, save_gpt_lens
+from verify.experiments.spec_export import ExportedGPT, export_gpt, gpt_logits, save_gpt, save_gpt_lens
 
 PARITY = 1e-10
 FORMATS = ("spec", "lens")
@@ -123,12 +123,15 @@ def rebuild(state: dict[str, torch.Tensor], config: dict) -> GPT:
             raise TrainedExportError(f"the checkpoint does not fit the configured model: {name} has shape {shape}, "
                                      f"expected {expected} with n_layer {L}, n_embd {d}")
         setattr(model, name, torch.nn.Parameter(torch.empty(shape), requires_grad=False))
-    alpha = float(config.get("lora", {}).get("alpha", 1.0))
-    for name in sorted(k[: -len(".lora_A")] for k in state if k.endswith(".lora_A")):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        rank = state[f"{name}.lora_A"].shape[0]
-        setattr(parent, child, LoRALinear(getattr(parent, child), rank, alpha))
+    wrapped = sorted(k[: -len(".lora_A")] for k in state if k.endswith(".lora_A"))
+    if wrapped:
+        ranks = {state[f"{name}.lora_A"].shape[0] for name in wrapped}
+        if len(ranks) != 1:
+            raise TrainedExportError(f"the checkpoint does not fit the configured model: LoRA ranks {sorted(ranks)}")
+        try:  # the experiments' own wrapping, on exactly the checkpoint's Linears
+            add_lora(model, ranks.pop(), tuple(wrapped), float(config.get("lora", {}).get("alpha", 1.0)))
+        except ValueError as exc:
+            raise TrainedExportError(f"the checkpoint does not fit the configured model: {exc}") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -167,22 +170,20 @@ def parity_tokens(model: GPT, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, c.vocab_size, size=(PARITY_SEQUENCES, c.block_size - rows))
 
 
-def spec_parity(model: GPT, tokens: np.ndarray) -> float:
+def spec_parity(model: GPT, exported: ExportedGPT, tokens: np.ndarray) -> float:
     """max |logits of the spec export - logits of the GPT| over the rows the export represents, both float64."""
-    exported = export_gpt(model)
     reference = gpt_logits(copy.deepcopy(model).double(), tokens)  # (B, T, V)
     return float(np.abs(exported.logits(tokens) - reference[:, exported.represented_rows(tokens.shape[1])]).max())
 
 
-def figure_tokens(run: TrainedRun, results_dir: Path | None = None) -> list[int]:
+def figure_tokens(run: TrainedRun, record: dict | None) -> list[int]:
     """The token sequence the run record's attention figure is drawn on: skills' ``attention_maps``
     tokens (a double_hist test input + its answer), or the ``attention`` tokens of the stage's model
-    (descending: the paper's input + that model's greedy answer). Only from a record of the same key."""
-    results_dir = records.RESULTS_DIR if results_dir is None else results_dir
-    if record_status(run, results_dir) != "same key":
+    (descending: the paper's input + that model's greedy answer). ``record``: the run's current
+    record (:func:`current_record`); None refuses."""
+    if record is None:
         raise TrainedExportError(f"--figure needs the current record of {run.experiment} {run.scale} seed {run.seed} "
                                  "(its attention input); there is none")
-    record = records.load_current(run.experiment, run.scale, run.seed, run.config, records.code_hash(), results_dir)
     metrics = record["metrics"]
     if "attention_maps" in metrics:
         return list(metrics["attention_maps"]["tokens"])
@@ -193,23 +194,22 @@ def figure_tokens(run: TrainedRun, results_dir: Path | None = None) -> list[int]
     raise TrainedExportError(f"the record of {run.experiment} draws no attention figure of stage {run.stage}")
 
 
-def one_forward_attention(model: GPT, tokens: list[int]) -> tuple[np.ndarray, int]:
+def one_forward_attention(exported: ExportedGPT, tokens: list[int]) -> tuple[np.ndarray, int]:
     """Head-averaged attention of the exported model on the one forward pass: (L, rows, C) with
     rows = the content queries the export represents and C = n_S prefix keys (first) + content keys;
     and n_S (0 without a prefix)."""
-    exported = export_gpt(model)
     patterns = exported.attention_patterns(np.asarray([tokens]))  # per layer (1, H, rows, C)
     n = exported.n_prefix if exported.prefix is not None else 0
     return np.stack([p[0].mean(axis=0) for p in patterns]), n
 
 
-def draw_attention(model: GPT, tokens: list[int], path: Path, title: str) -> Path:
+def draw_attention(exported: ExportedGPT, tokens: list[int], path: Path, title: str) -> Path:
     """One panel per layer of :func:`one_forward_attention`, the prefix keys summed into one column
     (ΣP), as the sec5 figures draw them; written atomically."""
     from verify.experiments.figures import _save, plt
     from verify.experiments.skills_figures import content_view
 
-    maps, n = one_forward_attention(model, tokens)  # (L, rows, C)
+    maps, n = one_forward_attention(exported, tokens)  # (L, rows, C)
     if maps.shape[1] > len(tokens):
         raise TrainedExportError("--figure: a prepended soft prompt's rows have no tokens to label them")
     rows = [str(t) for t in tokens[len(tokens) - maps.shape[1]:]]
@@ -233,18 +233,20 @@ class TrainedExport:
     record: str  # what the committed record says about this run: "same key" / "other key" / "none" / "refused"
 
 
-def record_status(run: TrainedRun, results_dir: Path | None = None) -> str:
-    """"same key" when the committed record of the run is current (the checkpoint's code and
-    config are the record's), "other key" when a record exists but is stale, "none", "refused"."""
+def current_record(run: TrainedRun, results_dir: Path | None = None) -> tuple[str, dict | None]:
+    """(status, record) of the run's committed record: "same key" with the record when it is
+    current (the checkpoint's code and config are the record's); else None with "other key" (a
+    stale record exists), "none" or "refused" (its digest is wrong)."""
     results_dir = records.RESULTS_DIR if results_dir is None else results_dir
     try:
         record = records.load_current(run.experiment, run.scale, run.seed, run.config, records.code_hash(),
                                       results_dir)
     except records.RecordRefused:
-        return "refused"
+        return "refused", None
     if record is not None:
-        return "same key"
-    return "other key" if records.record_path(run.experiment, run.scale, run.seed, results_dir).exists() else "none"
+        return "same key", record
+    stale = records.record_path(run.experiment, run.scale, run.seed, results_dir).exists()
+    return ("other key" if stale else "none"), None
 
 
 def export_trained(experiment: str, stage: str, out: Path, seed: int = 0, scale: str = "cpu", fmt: str = "spec",
@@ -262,21 +264,22 @@ def export_trained(experiment: str, stage: str, out: Path, seed: int = 0, scale:
         raise TrainedExportError(f"--figure {figure}: expected a .png file path")
     run = locate(experiment, stage, seed, scale, checkpoint_dir)
     model = load_trained(run, train, device, quiet)
-    tokens_for_figure = None if figure is None else figure_tokens(run, results_dir)
+    status, record = current_record(run, results_dir)
+    tokens_for_figure = None if figure is None else figure_tokens(run, record)
+    exported = export_gpt(model)
     provenance = {"trained_run": {"experiment": experiment, "scale": scale, "seed": seed, "stage": stage,
                                   "run_key": run.key, "checkpoint": records.relative(run.checkpoint)}}
     tokens = parity_tokens(model, seed)
     if fmt == "lens":
         paths, parity = save_gpt_lens(model, Path(out), tokens, provenance)
     else:
-        parity = spec_parity(model, tokens)
+        parity = spec_parity(model, exported, tokens)
         if not parity <= PARITY:
             raise TrainedExportError(f"the export's logits differ from the GPT's by {parity:.3g} > {PARITY:g}; "
                                      "nothing written")
         paths = save_gpt(model, Path(out), provenance)
-    status = record_status(run, results_dir)
     if tokens_for_figure is not None:
-        paths.append(draw_attention(model, tokens_for_figure, Path(figure),
+        paths.append(draw_attention(exported, tokens_for_figure, Path(figure),
                                     f"{run.describe()}: head-averaged attention on the one forward pass "
                                     "(exported weights); ΣP = total attention on the prefix keys"))
     if log is not None:
